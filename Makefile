@@ -1,0 +1,40 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+RAGPERF := $(VENV)/bin/ragperf
+PROFILE ?= demo
+
+.PHONY: setup demo test lint lab lab-up lab-down lab-status bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	$(RAGPERF) lab up --profile $(PROFILE)
+
+test: setup
+	$(VENV)/bin/ruff check lib lab tests benchmarks
+	$(VENV)/bin/pytest -q
+
+lint: setup
+	$(VENV)/bin/ruff check lib lab tests benchmarks
+	$(VENV)/bin/ruff format --check lib lab tests benchmarks
+
+lab: setup
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --no-browser \
+		--MappingKernelManager.default_kernel_name=ragperf
+
+lab-up: setup
+	$(RAGPERF) lab up --profile $(PROFILE)
+
+lab-down:
+	$(RAGPERF) lab down
+
+lab-status:
+	$(RAGPERF) lab status
+
+bench: setup
+	$(PY) benchmarks/llm_simulator_bench.py
+
+clean: lab-down
+	rm -rf .lab

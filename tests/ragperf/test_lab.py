@@ -1,0 +1,116 @@
+"""The lab's life cycle, against the real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+
+import psycopg
+import pytest
+
+from ragperf import lab, labdb, procs
+from ragperf.cli import main
+
+
+def test_status_names_every_process_and_hides_the_password(lab_up, lab_dir):
+    assert set(lab_up["services"]) == {"postgres", "llm", "app"}
+    for svc in lab_up["services"].values():
+        assert svc["alive"] and svc["pid"] > 0 and svc["port"] > 0
+    assert lab_up["app_url"].startswith("http://127.0.0.1:")
+    assert "password" not in lab_up["dsn"]
+    secrets = lab_dir / "secrets.json"
+    assert stat.S_IMODE(secrets.stat().st_mode) == 0o600
+    for password in json.loads(secrets.read_text()).values():
+        assert password not in json.dumps(lab_up)
+        assert password not in (lab_dir / "state.json").read_text()
+
+
+def test_status_json_from_the_command_line(lab_up, lab_dir, capsys, monkeypatch):
+    monkeypatch.setenv("RAGPERF_LAB_DIR", str(lab_dir))
+    assert main(["lab", "status", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["app_url"] == lab_up["app_url"]
+    assert {name: s["pid"] for name, s in info["services"].items()} == {
+        name: s["pid"] for name, s in lab_up["services"].items()
+    }
+
+
+def test_the_server_runs_with_stock_settings(lab_up, lab_dir):
+    creds = lab.credentials(lab_dir)
+    with psycopg.connect(
+        labdb.dsn(lab_up["services"]["postgres"]["port"], labdb.SUPERUSER, creds.superuser_password)
+    ) as conn:
+        settings = dict(conn.execute(
+            "SELECT name, setting FROM pg_settings WHERE name IN ('shared_buffers', 'max_connections', 'work_mem')"
+        ).fetchall())  # fmt: skip
+        assert settings == {"shared_buffers": "16384", "max_connections": "100", "work_mem": "4096"}
+        assert conn.execute("SELECT count(*) FROM pg_extension WHERE extname = 'vector'").fetchone()[0] == 1
+        available = {r[0] for r in conn.execute("SELECT name FROM pg_available_extensions").fetchall()}
+        assert "pg_stat_statements" in available
+
+
+def test_the_langchain_schema_is_as_langchain_makes_it(lab_up, lab_dir):
+    creds = lab.credentials(lab_dir)
+    port = lab_up["services"]["postgres"]["port"]
+    with psycopg.connect(labdb.dsn(port, labdb.APP_ROLE, creds.app_password)) as conn:
+        columns = dict(conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = 'langchain_pg_embedding'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+        ).fetchall())  # fmt: skip
+        assert columns == {"id": "character varying", "collection_id": "uuid", "embedding": "vector",
+                           "document": "character varying", "cmetadata": "jsonb"}  # fmt: skip
+        indexes = {r[0] for r in conn.execute(
+            "SELECT indexname FROM pg_indexes WHERE tablename = 'langchain_pg_embedding'").fetchall()}  # fmt: skip
+        assert "ix_cmetadata_gin" in indexes
+        assert not any("hnsw" in i for i in indexes), "the lab starts untuned: no vector index"
+        count = conn.execute("SELECT count(*) FROM langchain_pg_embedding").fetchone()[0]
+    assert count == lab_up["corpus"]["chunks"] > 4000
+
+
+def test_second_up_reuses_everything(lab_up, lab_dir):
+    before = {name: s["pid"] for name, s in lab.status(lab_dir)["services"].items()}
+    lab.up("smoke", lab_dir=lab_dir)
+    after = {name: s["pid"] for name, s in lab.status(lab_dir)["services"].items()}
+    assert after == before
+
+
+def test_a_killed_process_is_detected_and_up_recovers(lab_up, lab_dir):
+    state = lab.LabState.load(lab_dir)
+    victim = state.processes["llm"]
+    os.kill(victim.pid, 9)
+    procs._wait_gone(victim, 10)
+    info = lab.status(lab_dir)
+    assert info["services"]["llm"]["alive"] is False
+    assert info["up"] is False
+    lab.up("smoke", lab_dir=lab_dir)
+    info = lab.status(lab_dir)
+    assert info["up"] is True
+    assert info["services"]["llm"]["pid"] != victim.pid
+    assert info["services"]["postgres"]["pid"] == lab_up["services"]["postgres"]["pid"]
+
+
+def test_unknown_profile_is_refused_naming_the_allowed_ones(lab_dir):
+    with pytest.raises(lab.LabError, match="allowed are smoke, demo"):
+        lab.up("huge", lab_dir=lab_dir)
+
+
+def test_postgres_killed_hard_is_recovered_from_its_stale_state(lab_up, lab_dir):
+    victim = lab.LabState.load(lab_dir).processes["postgres"]
+    os.kill(victim.pid, 9)
+    procs._wait_gone(victim, 10)
+    assert lab.status(lab_dir)["services"]["postgres"]["alive"] is False
+    lab.up("smoke", lab_dir=lab_dir)
+    info = lab.status(lab_dir)
+    assert info["up"] is True and info["services"]["postgres"]["pid"] != victim.pid
+    assert info["corpus"]["chunks"] == lab_up["corpus"]["chunks"]
+
+
+def test_down_is_idempotent_and_up_after_down_restarts(lab_up, lab_dir):
+    running = lab.LabState.load(lab_dir).processes
+    assert sorted(lab.down(lab_dir)) == ["app", "llm", "postgres"]
+    assert not any(procs.is_alive(p) for p in running.values())
+    assert lab.down(lab_dir) == []
+    assert lab.status(lab_dir)["up"] is False
+    lab.up("smoke", lab_dir=lab_dir)  # the data survived: no reload
+    assert lab.status(lab_dir)["up"] is True
