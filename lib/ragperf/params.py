@@ -1,0 +1,229 @@
+"""One validated parameter object per run, built from YAML files in params/.
+
+Layers, later wins: ``params/profiles/<profile>.yaml`` (how hard and how long to measure),
+``params/targets/<target>.yaml`` (what to measure), then any ``--params`` files. Unknown keys
+and bad values fail before anything starts, naming the key and what is allowed. Secrets are
+never read from YAML: a deployment's database password and provider key come from the
+environment (RAGPERF_PGPASSWORD or PGPASSWORD, RAGPERF_LLM_API_KEY) as SecretStr.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PARAMS_DIR = REPO_ROOT / "params"
+NOTEBOOKS_DIR = REPO_ROOT / "notebooks"
+
+
+class ParamsError(ValueError):
+    """Parameters that cannot be used; the message names the key and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Target(_Strict):
+    """What is measured: the embedded lab, or a real deployment."""
+
+    kind: Literal["lab", "deployment"] = "lab"
+    base_url: str | None = Field(None, description="the service's URL (deployment only; the lab knows its own)")
+    dsn: str | None = Field(None, description="libpq DSN without password (deployment only)")
+    restart_command: str | None = Field(None, description="how PostgreSQL is restarted on a deployment")
+    host: Host | None = Field(None, description="the database host's memory, CPUs and disk (deployment only)")
+
+    @model_validator(mode="after")
+    def _deployment_needs_a_url(self) -> Target:
+        if self.kind == "deployment" and not self.base_url:
+            raise ValueError("target.base_url is required when target.kind is 'deployment'")
+        if self.dsn and "password" in self.dsn.lower():
+            raise ValueError("target.dsn must not contain a password: set RAGPERF_PGPASSWORD in the environment")
+        return self
+
+
+class Slo(_Strict):
+    """The service-level objective a load step must hold."""
+
+    p95_s: float = Field(5.0, gt=0)
+    success_rate_pct: float = Field(70.0, gt=0, le=100)
+
+
+class Load(_Strict):
+    """How hard and how long the scenarios push."""
+
+    timeout_s: float = Field(30.0, gt=0, le=600)
+    query_latency_questions: int = Field(50, ge=1)
+    query_latency_time_limit_s: float = Field(120.0, gt=0)
+    fixed_users: tuple[int, ...] = (5, 10)
+    fixed_duration_s: float = Field(60.0, gt=0)
+    ladder_users: tuple[int, ...] = (5, 10, 25, 40, 60, 100, 150, 200)
+    ladder_step_s: float = Field(45.0, gt=0)
+    cache_speedup_questions: int = Field(20, ge=1)
+    workers: int = Field(0, ge=0, le=64, description="local Locust worker processes beside the master")
+    remote_workers: int = Field(0, ge=0, le=256, description="workers on other machines the master waits for")
+    master_port: int = Field(0, ge=0, le=65535, description="the master's port (fixed for remote workers)")
+
+    @model_validator(mode="after")
+    def _positive_users(self) -> Load:
+        for key in ("fixed_users", "ladder_users"):
+            values = getattr(self, key)
+            if not values or any(u < 1 for u in values):
+                raise ValueError(f"load.{key} must be a non-empty list of positive user counts, got {list(values)}")
+        if list(self.ladder_users) != sorted(set(self.ladder_users)):
+            raise ValueError(f"load.ladder_users must be strictly increasing, got {list(self.ladder_users)}")
+        return self
+
+
+class Workload(_Strict):
+    """Which questions are asked: the lab's pool with Zipf popularity, or a replayed query log."""
+
+    kind: Literal["zipf", "replay"] = "zipf"
+    zipf_exponent: float = Field(1.1, gt=0)
+    log_file: Path | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _replay_needs_a_log(self) -> Workload:
+        if self.kind == "replay" and self.log_file is None:
+            raise ValueError("workload.log_file is required when workload.kind is 'replay'")
+        return self
+
+
+class Host(_Strict):
+    """A deployment database host's facts, for planning settings (the lab reads its own)."""
+
+    memory_gb: float = Field(gt=0)
+    cpus: int = Field(ge=1)
+    disk: Literal["hdd", "ssd", "nvme"] = "ssd"
+
+
+class Changes(_Strict):
+    """Whether and how a phase changes the target."""
+
+    mode: Literal["plan", "apply"] | None = Field(None, description="default: apply on the lab, plan elsewhere")
+    allow_restart: bool = Field(False, description="a deployment's PostgreSQL may be restarted (restart_command)")
+    allow_host_changes: bool = Field(False, description="sysctl drop-in on this host (needs root; never on the lab)")
+    hnsw_m: int = Field(16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    ef_search_values: tuple[int, ...] = (10, 20, 40, 80, 160)
+    recall_target: float = Field(0.95, gt=0, le=1)
+    recall_queries: int = Field(50, ge=5, le=2000)
+
+
+class Params(_Strict):
+    """Everything a phase notebook needs, validated."""
+
+    profile: Literal["smoke", "demo"] = "smoke"
+    target: Target = Target()
+    slo: Slo = Slo()
+    load: Load = Load()
+    workload: Workload = Workload()
+    changes: Changes = Changes()
+
+    def effective_mode(self) -> str:
+        """``changes.mode``, defaulting to apply on the lab and plan anywhere else."""
+        return self.changes.mode or ("apply" if self.target.kind == "lab" else "plan")
+
+    def db_password(self) -> SecretStr | None:
+        """A deployment's database password, from the environment only."""
+        value = os.environ.get("RAGPERF_PGPASSWORD") or os.environ.get("PGPASSWORD")
+        return SecretStr(value) if value else None
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise ParamsError(f"parameter file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"parameter file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def _named(kind: str, name: str) -> Path:
+    path = PARAMS_DIR / kind / f"{name}.yaml"
+    if not path.exists():
+        allowed = sorted(p.stem for p in (PARAMS_DIR / kind).glob("*.yaml"))
+        raise ParamsError(f"unknown {kind[:-1]} {name!r}: allowed are {', '.join(allowed)}")
+    return path
+
+
+def _explain(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        key = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        if item["type"] == "extra_forbidden":
+            model = _model_at([str(p) for p in item["loc"][:-1]])
+            allowed = ", ".join(model.model_fields) if model else "?"
+            lines.append(f"unknown key {key!r}: allowed here are {allowed}")
+        else:
+            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+    return "bad parameters:\n  " + "\n  ".join(lines)
+
+
+def _model_at(path: list[str]) -> type[BaseModel] | None:
+    model: type[BaseModel] = Params
+    for part in path:
+        field = model.model_fields.get(part)
+        annotation = field.annotation if field else None
+        if not (isinstance(annotation, type) and issubclass(annotation, BaseModel)):
+            return None
+        model = annotation
+    return model
+
+
+def load(profile: str = "smoke", target: str = "lab", files: Iterable[str | Path] = ()) -> Params:
+    """Build the run's parameters from the named profile and target, then ``files`` in order."""
+    data = _merge(_read_yaml(_named("profiles", profile)), {"profile": profile})
+    data = _merge(data, {"target": _read_yaml(_named("targets", target))})
+    for file in files:
+        if str(file):
+            data = _merge(data, _read_yaml(Path(file)))
+    try:
+        params = Params.model_validate(data)
+    except ValidationError as exc:
+        raise ParamsError(_explain(exc)) from None
+    if params.workload.kind == "replay":
+        from ragperf.workload import validate_log_file
+
+        validate_log_file(params.workload.log_file)
+    return params
+
+
+def _notebooks() -> dict[str, Path]:
+    """``{phase: notebook}`` for every ``notebooks/phase<N>_<name>.ipynb``, in phase order."""
+    found = {p.name.split("_", 1)[0]: p for p in NOTEBOOKS_DIR.glob("phase*_*.ipynb")}
+    return dict(sorted(found.items(), key=lambda item: int(item[0].removeprefix("phase") or 0)))
+
+
+def phases() -> list[str]:
+    """The phases that have a notebook, in order."""
+    return list(_notebooks())
+
+
+def check_phase(phase: str) -> str:
+    """``phase`` if it has a notebook, else an error naming the phases that do."""
+    if phase not in _notebooks():
+        raise ParamsError(f"unknown phase {phase!r}: allowed are {', '.join(phases())} (or 'all')")
+    return phase
+
+
+def notebook_for(phase: str) -> Path:
+    """The notebook of ``phase``."""
+    return _notebooks()[check_phase(phase)]
