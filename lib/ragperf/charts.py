@@ -11,6 +11,7 @@ import io
 import math
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -239,3 +240,28 @@ def save(fig: Figure, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, format="png")
     return path
+
+
+def step_explorer(records: pd.DataFrame) -> Any:
+    """A step picker that redraws the step's latency distribution and outcomes (needs a live kernel).
+
+    Plain widgets updated by an observer: no Output widget, whose captured output headless runners
+    (papermill's nbclient) are known to wait on.
+    """
+    import ipywidgets as widgets
+
+    steps = records[["scenario", "step"]].drop_duplicates().itertuples(index=False)
+    options = [(f"{scenario} {step}", (scenario, step)) for scenario, step in steps]
+    image, table = widgets.Image(format="png"), widgets.HTML()
+
+    def show(choice: tuple[str, str]) -> None:
+        chosen = records[(records["scenario"] == choice[0]) & (records["step"] == choice[1])]
+        image.value = latency_distributions(chosen)._repr_png_()
+        outcomes = chosen["error"].fillna("").replace("", "ok").value_counts().rename("requests")
+        table.value = outcomes.to_frame().to_html()
+
+    picker = widgets.Dropdown(options=options, description="step")
+    picker.observe(lambda change: show(change["new"]), names="value")
+    if options:
+        show(options[0][1])
+    return widgets.VBox([picker, image, table])

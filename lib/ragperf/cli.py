@@ -8,6 +8,8 @@ import logging
 import sys
 
 from ragperf import lab, labdb, pginstall
+from ragperf.params import ParamsError
+from ragperf.runs import RunError
 
 
 def _cmd_setup_postgres(args: argparse.Namespace) -> int:
@@ -34,6 +36,37 @@ def _cmd_lab_status(args: argparse.Namespace) -> int:
     info = lab.status()
     _print_status(info, as_json=args.json)
     return 0 if info["up"] else 3
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from ragperf import execute
+
+    run = execute.run(args.phase, profile=args.profile, target=args.target, params_files=args.params or (),
+                      run_id=args.run_id)  # fmt: skip
+    print(f"run {run.id}: {run.path}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from ragperf import report, runs
+
+    run_id = args.run_id or next(iter(runs.list_runs()), None)
+    if run_id is None:
+        raise RunError(f"no runs in {runs.outputs_dir()}: run `ragperf run all` first")
+    print(f"report: {report.render_report(run_id)}")
+    return 0
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from ragperf import compare
+
+    table, heading = compare.compare_runs(args.baseline, args.current)
+    print(heading)
+    print(compare.compare_text(table))
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"table: {args.csv}")
+    return 0
 
 
 def _print_status(info: dict, *, as_json: bool) -> None:
@@ -72,6 +105,24 @@ def build_parser() -> argparse.ArgumentParser:
     lab_status = lab_sub.add_parser("status", help="what runs where (exit 3 when not up)")
     lab_status.add_argument("--json", action="store_true")
     lab_status.set_defaults(func=_cmd_lab_status)
+
+    run = sub.add_parser("run", help="execute a phase notebook (or all) with papermill into a run directory")
+    run.add_argument("phase", help="phase0, phase1 ... or all")
+    run.add_argument("--profile", default="smoke", choices=lab.PROFILES)
+    run.add_argument("--target", default="lab", help="a file name in params/targets/ (default: lab)")
+    run.add_argument("--params", action="append", metavar="FILE", help="a YAML parameter file (repeatable)")
+    run.add_argument("--run-id", help="add the phase to this existing run instead of a new one")
+    run.set_defaults(func=_cmd_run)
+
+    cmp_ = sub.add_parser("compare", help="compare two phases: each metric, its change, and whether it is noise")
+    cmp_.add_argument("--baseline", required=True, metavar="RUN:PHASE", help="e.g. 20261128T...-demo:phase0, or phase0")
+    cmp_.add_argument("--current", required=True, metavar="RUN:PHASE", help="e.g. phase1 (the newest run with it)")
+    cmp_.add_argument("--csv", help="also write the table to this CSV file")
+    cmp_.set_defaults(func=_cmd_compare)
+
+    rep = sub.add_parser("report", help="render a run's HTML report (default: the newest run)")
+    rep.add_argument("run_id", nargs="?", help="a run id in outputs/ or a run directory")
+    rep.set_defaults(func=_cmd_report)
     return parser
 
 
@@ -79,9 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``ragperf`` script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     try:
         return args.func(args)
-    except (lab.LabError, pginstall.InstallError, RuntimeError) as exc:
+    except (lab.LabError, pginstall.InstallError, ParamsError, RunError, RuntimeError, ValueError, OSError) as exc:
         print(f"ragperf: {exc}", file=sys.stderr)
         return 2
 

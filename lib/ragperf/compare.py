@@ -189,3 +189,34 @@ def compare_text(df: pd.DataFrame) -> str:
             lines.append(f"{heading}:")
             lines.extend(f"- {_describe(row)}." for row in chosen.itertuples(index=False))
     return "\n".join(lines)
+
+
+def load_phase(ref: str) -> tuple[dict, pd.DataFrame | None, str]:
+    """A phase's metrics and records from ``<run-id>:<phase>``, or ``<phase>`` (the newest run that has it).
+
+    Returns (metrics, records or None, the resolved ``run:phase``).
+    """
+    from ragperf import runs
+    from ragperf.metrics import read_metrics_json
+
+    run_id, _, phase = ref.rpartition(":")
+    if not phase:
+        raise ValueError(f"bad reference {ref!r}: use <run-id>:<phase> or <phase>, e.g. phase0")
+    candidates = [run_id] if run_id else runs.list_runs()
+    for candidate in candidates:
+        run = runs.open_run(candidate)
+        path = run.path / phase / "metrics.json"
+        if path.exists():
+            parquet = path.with_name("requests.parquet")
+            records = pd.read_parquet(parquet) if parquet.exists() else None
+            return read_metrics_json(path), records, f"{run.id}:{phase}"
+        if run_id:
+            raise FileNotFoundError(f"run {run.id} has no {phase}/metrics.json")
+    raise FileNotFoundError(f"no run in {runs.outputs_dir()} has {phase}/metrics.json")
+
+
+def compare_runs(baseline: str, current: str, **kwargs: Any) -> tuple[pd.DataFrame, str]:
+    """:func:`compare` of two phases named as in :func:`load_phase`; returns the table and a heading."""
+    b_metrics, b_records, b_name = load_phase(baseline)
+    c_metrics, c_records, c_name = load_phase(current)
+    return compare(b_metrics, c_metrics, b_records, c_records, **kwargs), f"{b_name} → {c_name}"

@@ -122,3 +122,12 @@ def test_charts_show_in_a_notebook_without_pyplot(ladder):
 def test_the_chart_module_leaves_pyplot_alone():
     code = "import sys, ragperf.charts, ragperf.compare; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_the_step_explorer_redraws_the_chosen_step(ladder):
+    box = charts.step_explorer(ladder)
+    picker, image, table = box.children
+    first = bytes(image.value)
+    assert first.startswith(b"\x89PNG") and "ok" in table.value
+    picker.value = picker.options[-1][1]
+    assert bytes(image.value) != first

@@ -1,0 +1,329 @@
+"""What every phase notebook does first and last: resolve its target, record it, measure it.
+
+A notebook calls :func:`begin` with its papermill parameters and gets a :class:`PhaseContext`:
+the validated parameters, the run directory, the target's URL and database access (for the lab,
+from its state; for a deployment, from the parameters and the environment), the workloads, and
+the manifest entry already written. :func:`measure` runs the four scenarios and
+:func:`finish` writes ``metrics.json``, ``requests.parquet`` and the charts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pandas as pd
+from pydantic import SecretStr
+
+from ragperf import charts, frozen, lab, metrics, runs, scenarios
+from ragperf import params as params_mod
+from ragperf.loadgen import LoadResult
+from ragperf.params import Params
+from ragperf.redact import install_log_filter
+from ragperf.workload import WorkItem, in_order_workload, replay_workload, zipf_workload
+
+log = logging.getLogger(__name__)
+
+ZIPF_DRAWS = 5000  # requests drawn for the concurrent scenarios; users cycle over them
+
+
+class TargetError(RuntimeError):
+    """The target cannot be measured: not reachable, or not described well enough."""
+
+
+@dataclass
+class Target:
+    """Where the service and its database are, for this phase."""
+
+    kind: str
+    base_url: str
+    admin_dsn: str | None = None  # without password
+    password: SecretStr | None = None
+    lab_dir: Path | None = None
+    questions_file: Path | None = None
+    servers: dict[str, Any] = field(default_factory=dict)
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """psycopg keyword arguments that add the password to :attr:`admin_dsn`."""
+        return {"password": self.password.get_secret_value()} if self.password else {}
+
+
+@dataclass
+class Workloads:
+    """The questions each scenario asks."""
+
+    in_order: list[WorkItem]
+    concurrent: list[WorkItem]
+    fresh: list[WorkItem]
+    source: str
+
+
+@dataclass
+class Measurement:
+    """The four scenarios' outcomes."""
+
+    query_latency: LoadResult
+    fixed: list[LoadResult]
+    ladder: scenarios.Ladder
+    cache: LoadResult
+
+    def results(self) -> list[LoadResult]:
+        return [self.query_latency, *self.fixed, *self.ladder.results, self.cache]
+
+    def records(self) -> pd.DataFrame:
+        return scenarios.all_records(self.results())
+
+    def generator_notes(self) -> list[str]:
+        return sorted({r.generator_note for r in self.results() if r.generator_note})
+
+
+@dataclass
+class PhaseContext:
+    """Everything a phase notebook works with."""
+
+    phase: str
+    params: Params
+    run: runs.Run
+    out: Path
+    target: Target
+    workloads: Workloads | None = None
+
+    @property
+    def slo(self) -> metrics.Slo:
+        return metrics.Slo(p95_s=self.params.slo.p95_s, success_rate_pct=self.params.slo.success_rate_pct)
+
+
+def load_params(profile: str, target: str, params_files: str | Iterable[str] = ()) -> Params:
+    """The notebook parameters as a validated :class:`Params` (one file name or several)."""
+    files = [params_files] if isinstance(params_files, str) else list(params_files)
+    return params_mod.load(profile, target, [f for f in files if f])
+
+
+def resolve_target(params: Params, *, bring_up: bool = True) -> Target:
+    """The lab (brought up with the run's profile when it is not) or the deployment of the parameters."""
+    if params.target.kind == "deployment":
+        dsn = params.target.dsn
+        return Target("deployment", params.target.base_url.rstrip("/"), dsn, params.db_password() if dsn else None)
+    lab_dir = lab.default_lab_dir()
+    info = lab.status(lab_dir)
+    if not info["up"] or info["profile"] != params.profile:
+        if not bring_up:
+            raise TargetError(f"the lab in {lab_dir} is not up with the {params.profile} profile: run `ragperf lab up`")
+        log.info("bringing the lab up (%s profile)", params.profile)
+        lab.up(params.profile, lab_dir=lab_dir)
+        info = lab.status(lab_dir)
+    creds = lab.credentials(lab_dir)
+    corpus = info["corpus"] or {}
+    servers = {
+        "postgresql": info.get("postgres"),
+        "llm_provider": info["llm_base_url"],
+        "corpus": {k: v for k, v in corpus.items() if k != "questions_file"},
+        "legacy_app": "ragperf_lab.legacy.app (frozen)",
+    }
+    return Target(
+        "lab",
+        str(info["app_url"]),
+        str(info["admin_dsn"]),
+        SecretStr(creds.superuser_password),
+        lab_dir,
+        Path(corpus["questions_file"]) if corpus.get("questions_file") else None,
+        servers,
+    )
+
+
+def check_reachable(target: Target, timeout_s: float = 10.0) -> dict[str, Any]:
+    """``GET /health`` of the service; raise :class:`TargetError` saying what failed."""
+    url = f"{target.base_url}/health"
+    try:
+        response = httpx.get(url, timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        raise TargetError(f"the service at {target.base_url} is not reachable ({type(exc).__name__}: {exc})") from None
+    if response.status_code != 200:
+        raise TargetError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
+    return response.json() if "json" in response.headers.get("content-type", "") else {"body": response.text[:200]}
+
+
+def _open_run(profile: str, run_id: str) -> runs.Run:
+    return runs.open_run(run_id) if run_id else runs.new_run(profile)
+
+
+def begin(
+    phase: str,
+    *,
+    profile: str = "smoke",
+    target: str = "lab",
+    params_files: str | Iterable[str] = (),
+    run_id: str = "",
+) -> PhaseContext:
+    """Validate the parameters, open (or create) the run, find the target and record it.
+
+    Bad parameters fail here, before anything starts. A phase that already has metrics in the run
+    is refused: a new run is needed.
+    """
+    params_mod.check_phase(phase)
+    params = load_params(profile, target, params_files)
+    run = _open_run(params.profile, run_id)
+    out = run.path / phase
+    if (out / "metrics.json").exists():
+        raise runs.PhaseExistsError(f"run {run.id} already has {phase}/metrics.json: start a new run instead")
+    out.mkdir(exist_ok=True)
+    tgt = resolve_target(params)
+    install_log_filter([tgt.lab_dir / "secrets.json"] if tgt.lab_dir else [])
+    health = check_reachable(tgt)
+    runs.write_manifest(
+        run,
+        {**params.model_dump(mode="json"), "target_name": target},
+        phase=phase,
+        extra={**tgt.servers, "target": tgt.kind, "base_url": tgt.base_url, "health": health},
+        conninfo=tgt.admin_dsn,
+        password=tgt.password,
+    )
+    ctx = PhaseContext(phase, params, run, out, tgt)
+    ctx.workloads = workloads(ctx)
+    return ctx
+
+
+def workloads(ctx: PhaseContext) -> Workloads:
+    """The in-order set, the Zipf (or replayed) stream, and questions not asked elsewhere in this run."""
+    load, wl = ctx.params.load, ctx.params.workload
+    if wl.kind == "replay":
+        log_items = replay_workload(wl.log_file)
+        unique = list({(i.question, i.mode): i for i in log_items}.values())
+        return Workloads(log_items[: load.query_latency_questions], log_items, unique[-load.cache_speedup_questions :],
+                         f"replay of {wl.log_file}")  # fmt: skip
+    questions = ctx.target.questions_file or _pool_file(ctx)
+    in_order = in_order_workload(questions, load.query_latency_questions)
+    stream = zipf_workload(questions, ZIPF_DRAWS, wl.zipf_exponent, wl.seed)
+    used = {(i.question, i.mode) for i in [*in_order, *stream]}
+    pool = in_order_workload(questions, _pool_size(questions))
+    unused = [i for i in pool if (i.question, i.mode) not in used]
+    # The legacy service caches embeddings for its lifetime: take a different unused slice each run.
+    offset = int(hashlib.sha256(ctx.run.id.encode()).hexdigest(), 16) % max(1, len(unused))
+    fresh = (unused[offset:] + unused[:offset])[: load.cache_speedup_questions]
+    return Workloads(in_order, stream, fresh, f"question pool {questions} with Zipf exponent {wl.zipf_exponent}")
+
+
+def _pool_size(path: Path) -> int:
+    with path.open(encoding="utf-8") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def _pool_file(ctx: PhaseContext) -> Path:
+    """The lab's question pool, generated into the run when the target is not the lab."""
+    from ragperf_lab import corpus
+
+    path = ctx.run.path / "questions.jsonl"
+    if not path.exists():
+        corpus.write_questions_jsonl(path, corpus.question_pool(ctx.params.profile))
+    return path
+
+
+def measure(ctx: PhaseContext, on_step: Callable[[LoadResult, dict], None] | None = None) -> Measurement:
+    """The four scenarios against the target, in the order the users ran them."""
+    if ctx.workloads is None:
+        raise RuntimeError("measure() needs begin()'s workloads")
+    base, w, p, out = ctx.target.base_url, ctx.workloads, ctx.params, ctx.out
+    return Measurement(
+        query_latency=scenarios.query_latency_test(base, w.in_order, p, out),
+        fixed=scenarios.fixed_concurrency(base, w.concurrent, p, out),
+        ladder=scenarios.step_ladder(base, w.concurrent, p, out, on_step=on_step),
+        cache=scenarios.cache_speedup(base, w.fresh, p, out),
+    )
+
+
+def phase_metrics(ctx: PhaseContext, m: Measurement, extra: Mapping[str, float | None] | None = None) -> dict:
+    """metrics.json's content for the measurement."""
+    return metrics.phase_metrics(
+        query_latency=m.query_latency.records,
+        questions_total=len(ctx.workloads.in_order) if ctx.workloads else None,
+        time_limit_s=ctx.params.load.query_latency_time_limit_s,
+        fixed=scenarios.all_records(m.fixed),
+        ladder=scenarios.all_records(m.ladder.results),
+        slo=ctx.slo,
+        cache=m.cache.records,
+        extra=extra,
+        phase=ctx.phase,
+    )
+
+
+def finish(ctx: PhaseContext, m: Measurement, figures: Mapping[str, Any], extra: Mapping | None = None) -> dict:
+    """Write ``metrics.json``, ``requests.parquet`` and the charts; check the legacy service is untouched."""
+    result = phase_metrics(ctx, m, extra)
+    result["generator_notes"] = m.generator_notes()
+    m.records().to_parquet(ctx.out / "requests.parquet", index=False)
+    for name, fig in figures.items():
+        charts.save(fig, ctx.out / f"{name}.png")
+    differences = frozen.differences()
+    if differences:
+        raise RuntimeError(f"the frozen legacy service changed during {ctx.phase}: {differences}")
+    metrics.write_metrics_json(ctx.out / "metrics.json", result)
+    return result
+
+
+def steps_frame(records: pd.DataFrame, scenario_names: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-step numbers (one row per scenario and step), optionally of some scenarios only."""
+    steps = metrics.summarize_steps(records)
+    return steps if scenario_names is None else steps[steps["scenario"].isin(scenario_names)]
+
+
+KEY_SETTINGS = ("max_connections", "shared_buffers", "effective_cache_size", "work_mem", "maintenance_work_mem",
+                "random_page_cost", "effective_io_concurrency", "max_parallel_workers_per_gather",
+                "shared_preload_libraries", "statement_timeout")  # fmt: skip
+
+
+def key_settings(ctx: PhaseContext, names: Sequence[str] = KEY_SETTINGS) -> pd.DataFrame:
+    """The PostgreSQL settings a phase cares about, from the snapshot in the run's manifest."""
+    snapshot = ctx.run.manifest()["phases"][ctx.phase].get("pg_settings") or {}
+    if "error" in snapshot or not snapshot:
+        return pd.DataFrame({"note": [snapshot.get("error", "no database access was given: settings not recorded")]})
+    rows = [{"name": n, **snapshot[n]} for n in names if n in snapshot]
+    return pd.DataFrame(rows).set_index("name")
+
+
+def describe(ctx: PhaseContext) -> str:
+    """What is measured, where the results go, in Markdown."""
+    t, w = ctx.target, ctx.workloads
+    corpus = t.servers.get("corpus") or {}
+    lines = [
+        f"**Run** `{ctx.run.id}` · phase directory `{ctx.out}`",
+        f"**Target**: {t.kind} · service {t.base_url} · database `{t.admin_dsn or 'not given'}` (password not shown)",
+    ]
+    if corpus:
+        lines.append(f"**Corpus**: {corpus.get('chunks')} chunks, {corpus.get('questions')} questions in the pool")
+    if w:
+        lines.append(f"**Workload**: {w.source}; {len(w.in_order)} questions in order, "
+                     f"{len(w.fresh)} never-asked questions for the cache test")  # fmt: skip
+    load, slo = ctx.params.load, ctx.params.slo
+    lines.append(f"**SLO**: p95 < {slo.p95_s:g} s and success ≥ {slo.success_rate_pct:g} % · request timeout "
+                 f"{load.timeout_s:g} s · fixed steps {list(load.fixed_users)} × {load.fixed_duration_s:g} s · "
+                 f"ladder {list(load.ladder_users)} × {load.ladder_step_s:g} s")  # fmt: skip
+    return "\n\n".join(lines)
+
+
+def slo_verdict(result: Mapping[str, Any], slo: metrics.Slo) -> str:
+    """The measurement against the run's SLO, in words."""
+    lines = []
+    for users in (5, 10):
+        p95 = metrics.value_of(result, f"response_time_{users}_users")
+        rate = metrics.value_of(result, f"success_rate_{users}_users")
+        if p95 is None or rate is None:
+            continue
+        held = p95 < slo.p95_s and rate >= slo.success_rate_pct
+        lines.append(f"- At {users} users, p95 is {p95:.2f} s and {rate:.1f} % of requests succeed: "
+                     f"the SLO (p95 < {slo.p95_s:g} s, success ≥ {slo.success_rate_pct:g} %) "
+                     f"{'holds' if held else 'is broken'}.")  # fmt: skip
+    ladder = result.get("ladder") or {}
+    capacity = metrics.value_of(result, "max_concurrent_users")
+    if ladder:
+        broke = ladder.get("first_breaking_step")
+        tail = f"it first broke at {broke}" if broke else "every step held, so this is a lower bound"
+        lines.append(f"- The service holds the SLO up to **{capacity:g} concurrent users**; {tail}.")
+    ratio = metrics.value_of(result, "cache_speedup")
+    if ratio is not None:
+        lines.append(f"- Asking the same question again is {ratio:.2f}x faster (the users measured 1.24x).")
+    return "\n".join(lines)
