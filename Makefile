@@ -9,8 +9,11 @@ PROFILE ?= demo
 setup:
 	@bash scripts/setup.sh
 
+# The whole investigation on the lab: every phase notebook in one run directory, then the report.
 demo: setup
 	$(RAGPERF) lab up --profile $(PROFILE)
+	$(RAGPERF) run all --profile $(PROFILE)
+	$(RAGPERF) report
 
 test: setup
 	$(VENV)/bin/ruff check lib lab tests benchmarks
