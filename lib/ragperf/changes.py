@@ -1,0 +1,189 @@
+"""The change model every phase uses: read, plan, journal, apply, verify, and undo.
+
+A phase plans :class:`Change` records (a pure function of the current state and the desired one)
+and hands them, grouped by the :class:`Applier` that knows how to make them, to :func:`apply`.
+Before a group is applied, each change (with the state it replaces) is written to the phase's
+journal, ``<run>/<phase>/journal.jsonl``. When a group fails, every group applied so far in the
+phase, the failed one included, is undone in reverse order, and :class:`RolledBack` says so.
+:func:`rollback` undoes a phase later from its journal alone.
+
+Appliers must make ``undo`` idempotent and tolerant of a half-applied group (``DROP ... IF
+EXISTS``, ``ALTER SYSTEM RESET``), because a failure can strike in the middle of ``apply``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "journal.jsonl"
+Mode = Literal["plan", "apply"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One reversible change of the target.
+
+    ``kind`` names the applier that makes it (``setting``, ``index``, ``column``, ``host`` ...);
+    ``before`` is the state it replaces, as read, which is all ``undo`` needs; ``after`` the
+    state it creates. ``restart`` marks changes that take effect only after a server restart,
+    ``host`` those that change the machine rather than the database.
+    """
+
+    kind: str
+    name: str
+    before: Any
+    after: Any
+    reason: str
+    restart: bool = False
+    host: bool = False
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}:{self.name}"
+
+    def to_json(self) -> dict[str, Any]:
+        return json.loads(json.dumps(asdict(self), default=str))
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Change:
+        return cls(**{**data, "details": dict(data.get("details") or {})})
+
+
+class Applier(Protocol):
+    """Makes and unmakes one kind of change."""
+
+    kind: str
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Make the changes; raise on failure (``undo`` is then called with the same changes)."""
+
+    def undo(self, changes: Sequence[Change]) -> None:
+        """Restore each change's ``before``; idempotent, and safe on a half-applied group."""
+
+
+class ChangeError(RuntimeError):
+    """A change could not be planned or applied."""
+
+
+class RolledBack(ChangeError):
+    """A group failed; everything the phase had applied was undone."""
+
+
+class NotAllowed(ChangeError):
+    """The change needs a permission the parameters did not give (a restart, a host change)."""
+
+
+class Journal:
+    """The append-only record of what a phase changed, in ``<phase dir>/journal.jsonl``."""
+
+    def __init__(self, phase_dir: Path) -> None:
+        self.path = Path(phase_dir) / JOURNAL
+
+    def write(self, event: str, change: Change, **extra: Any) -> None:
+        entry = {"t": time.time(), "event": event, "key": change.key, "change": change.to_json(), **extra}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(entry, ensure_ascii=False, default=str) + "\n")
+            out.flush()
+
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.exists():
+            return []
+        return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def outstanding(self) -> list[Change]:
+        """Changes applied (or being applied) and not undone since, in the order they were applied."""
+        last: dict[str, dict[str, Any]] = {}
+        for entry in self.entries():
+            last.pop(entry["key"], None)  # re-insert: order follows the latest event
+            last[entry["key"]] = entry
+        return [Change.from_json(e["change"]) for e in last.values() if e["event"] in ("applying", "applied")]
+
+
+def plan_table(changes: Iterable[Change]) -> pd.DataFrame:
+    """The plan for people: one row per change."""
+    rows = [{"change": c.key, "now": c.before, "planned": c.after, "restart": c.restart, "host": c.host,
+             "why": c.reason} for c in changes]  # fmt: skip
+    return pd.DataFrame(rows, columns=["change", "now", "planned", "restart", "host", "why"])
+
+
+def apply(
+    groups: Sequence[tuple[Applier, Sequence[Change]]],
+    journal: Journal,
+    *,
+    on_group: Callable[[Applier, Sequence[Change]], None] | None = None,
+) -> list[Change]:
+    """Apply the groups in order; on a failure undo everything applied here, newest first.
+
+    Raises:
+        RolledBack: a group failed; the message names it, its error, and what was undone.
+    """
+    done: list[tuple[Applier, Sequence[Change]]] = []
+    for applier, changes in groups:
+        if not changes:
+            continue
+        for change in changes:
+            journal.write("applying", change)
+        done.append((applier, changes))
+        try:
+            applier.apply(changes)
+        except Exception as exc:
+            names = ", ".join(c.key for c in changes)
+            try:
+                undone = _undo_all(done, journal)
+            except Exception as undo_exc:
+                raise ChangeError(
+                    f"applying {names} failed ({type(exc).__name__}: {exc}), and undoing the phase failed too "
+                    f"({type(undo_exc).__name__}: {undo_exc}). The journal {journal.path} keeps what is left: "
+                    "fix the cause, then run `ragperf rollback <phase> --run <run-id>`."
+                ) from exc
+            raise RolledBack(
+                f"applying {names} failed ({type(exc).__name__}: {exc}); rolled back {len(undone)} change(s): "
+                + (", ".join(undone) or "none")
+            ) from exc
+        for change in changes:
+            journal.write("applied", change)
+        if on_group is not None:
+            on_group(applier, changes)
+    return [c for _, changes in done for c in changes]
+
+
+def _undo_all(done: Sequence[tuple[Applier, Sequence[Change]]], journal: Journal) -> list[str]:
+    undone: list[str] = []
+    for applier, changes in reversed(done):
+        applier.undo(list(reversed(changes)))
+        for change in changes:
+            journal.write("undone", change)
+            undone.append(change.key)
+    return undone
+
+
+def rollback(journal: Journal, appliers: Mapping[str, Applier]) -> list[str]:
+    """Undo, newest first, every change the journal shows applied and not undone; return their keys."""
+    outstanding = journal.outstanding()
+    return _undo_all(groups(outstanding, appliers), journal)
+
+
+def groups(changes: Sequence[Change], appliers: Mapping[str, Applier]) -> list[tuple[Applier, list[Change]]]:
+    """Consecutive changes grouped by their applier, in order, as :func:`apply` takes them."""
+    missing = sorted({c.kind for c in changes} - set(appliers))
+    if missing:
+        raise ChangeError(f"no applier given for change kind(s) {', '.join(missing)}; given: {', '.join(appliers)}")
+    result: list[tuple[Applier, list[Change]]] = []
+    for change in changes:
+        if result and result[-1][0] is appliers[change.kind]:
+            result[-1][1].append(change)
+        else:
+            result.append((appliers[change.kind], [change]))
+    return result
