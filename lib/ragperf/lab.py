@@ -156,6 +156,43 @@ def up(profile: str = "smoke", lab_dir: Path | None = None) -> LabState:
         return state
 
 
+def restart_postgres(lab_dir: Path | None = None) -> None:
+    """Restart the lab's PostgreSQL on the same port (settings that need a restart); the app reconnects."""
+    lab_dir = lab_dir or default_lab_dir()
+    with _locked(lab_dir):
+        _restart_postgres(_running(lab_dir), credentials(lab_dir))
+
+
+def reset_tuning(lab_dir: Path | None = None) -> list[str]:
+    """Bring the lab back to the untuned state the users have (stock settings, LangChain's indexes only,
+    a dimensionless embedding column, no role settings), restarting PostgreSQL if needed; returns what
+    was undone. Phase 0 calls this on the lab, so a baseline never measures an earlier run's tuning."""
+    lab_dir = lab_dir or default_lab_dir()
+    with _locked(lab_dir):
+        state, creds = _running(lab_dir), credentials(lab_dir)
+        done, pending = labdb.untune(state.port("postgres"), creds)
+        if pending:
+            _restart_postgres(state, creds)
+            done.append("restarted PostgreSQL")
+        return done
+
+
+def _running(lab_dir: Path) -> LabState:
+    state = LabState.load(lab_dir)
+    if not state.alive("postgres"):
+        raise LabError(f"the lab's PostgreSQL is not running (lab {lab_dir}): run `ragperf lab up`")
+    return state
+
+
+def _restart_postgres(state: LabState, creds: labdb.Credentials) -> None:
+    previous = state.port("postgres")
+    labdb.stop(state.processes["postgres"])  # the record stays, so the same port is taken again
+    _ensure_postgres(state, creds)
+    if state.port("postgres") != previous:  # the port was taken meanwhile: the app is pointed at the new one
+        log.warning("the lab's PostgreSQL moved from port %s to %s", previous, state.port("postgres"))
+        _ensure_app(state, creds, _ensure_llm(state))
+
+
 def _ensure_postgres(state: LabState, creds: labdb.Credentials) -> None:
     if state.alive("postgres"):
         return

@@ -173,6 +173,42 @@ def bootstrap(port: int, creds: Credentials) -> None:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
 
 
+def untune(port: int, creds: Credentials) -> tuple[list[str], bool]:
+    """Undo any tuning a phase left behind: ALTER SYSTEM entries, ragperf's indexes, the column's
+    dimension, the app role's settings. Returns what was undone and whether a restart is pending."""
+    done: list[str] = []
+    with psycopg.connect(dsn(port, SUPERUSER, creds.superuser_password), autocommit=True) as conn:
+        rows = conn.execute(  # pg_file_settings: also entries written but not reloaded yet
+            "SELECT s.name, s.context = 'postmaster' FROM pg_settings s WHERE s.pending_restart OR s.name IN "
+            "(SELECT name FROM pg_file_settings WHERE sourcefile LIKE '%%postgresql.auto.conf') ORDER BY s.name"
+        ).fetchall()
+        auto = [name for name, _ in rows]
+        pending = any(restart for _, restart in rows)
+        if auto:
+            conn.execute("ALTER SYSTEM RESET ALL")
+            conn.execute("SELECT pg_reload_conf()")
+            done.append(f"ALTER SYSTEM RESET ALL ({', '.join(auto)})")
+        if conn.execute("SELECT to_regclass('langchain_pg_embedding')").fetchone()[0] is not None:
+            names = [r[0] for r in conn.execute(
+                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "WHERE i.indrelid = 'langchain_pg_embedding'::regclass AND c.relname LIKE 'ragperf%%'")]  # fmt: skip
+            for name in names:
+                conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(sql.Identifier(name)))
+                done.append(f"DROP INDEX {name}")
+            kind = conn.execute(
+                "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+                "WHERE attrelid = 'langchain_pg_embedding'::regclass AND attname = 'embedding'"
+            ).fetchone()[0]
+            if kind != "vector":
+                conn.execute("ALTER TABLE langchain_pg_embedding ALTER COLUMN embedding TYPE vector")
+                done.append(f"embedding {kind} -> vector")
+        if conn.execute("SELECT 1 FROM pg_db_role_setting s JOIN pg_roles r ON r.oid = s.setrole "
+                        "WHERE r.rolname = %s", (APP_ROLE,)).fetchone():  # fmt: skip
+            conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(APP_ROLE)))
+            done.append(f"ALTER ROLE {APP_ROLE} RESET ALL")
+    return done, pending
+
+
 def loaded_chunks(port: int, creds: Credentials) -> int:
     """How many chunks the lab's collection holds (0 when there is no schema yet)."""
     with psycopg.connect(dsn(port, APP_ROLE, creds.app_password)) as conn:

@@ -134,8 +134,10 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
-    """True if ``port`` can be bound on ``host``."""
+    """True if ``port`` can be bound on ``host`` by a server (which, like PostgreSQL, sets SO_REUSEADDR, so
+    connections of a stopped server still in TIME_WAIT do not count)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
         except OSError:

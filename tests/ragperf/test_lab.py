@@ -106,6 +106,28 @@ def test_postgres_killed_hard_is_recovered_from_its_stale_state(lab_up, lab_dir)
     assert info["corpus"]["chunks"] == lab_up["corpus"]["chunks"]
 
 
+def test_reset_tuning_undoes_what_a_phase_left_and_restarts_on_the_same_port(lab_up, lab_dir):
+    info = lab.status(lab_dir)
+    port, app_pid = info["services"]["postgres"]["port"], info["services"]["app"]["pid"]
+    with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password,
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute("ALTER SYSTEM SET shared_buffers = '256MB'")
+        conn.execute("ALTER SYSTEM SET work_mem = '8MB'")
+        conn.execute("ALTER TABLE langchain_pg_embedding ALTER COLUMN embedding TYPE vector(768)")
+        conn.execute("CREATE INDEX ragperf_test_leftover ON langchain_pg_embedding (collection_id)")
+        conn.execute(f"ALTER ROLE {labdb.APP_ROLE} SET hnsw.ef_search = 100")
+    done = lab.reset_tuning(lab_dir)
+    assert done[0].startswith("ALTER SYSTEM RESET ALL (shared_buffers, work_mem)")
+    assert done[1:] == ["DROP INDEX ragperf_test_leftover", "embedding vector(768) -> vector",
+                        f"ALTER ROLE {labdb.APP_ROLE} RESET ALL", "restarted PostgreSQL"]  # fmt: skip
+    after = lab.status(lab_dir)
+    assert after["up"] and after["services"]["postgres"]["port"] == port  # the app's DSN still holds
+    assert after["services"]["app"]["pid"] == app_pid
+    with psycopg.connect(after["admin_dsn"], password=lab.credentials(lab_dir).superuser_password) as conn:
+        assert conn.execute("SHOW shared_buffers").fetchone()[0] == "128MB"
+    assert lab.reset_tuning(lab_dir) == []  # idempotent
+
+
 def test_down_is_idempotent_and_up_after_down_restarts(lab_up, lab_dir):
     running = lab.LabState.load(lab_dir).processes
     assert sorted(lab.down(lab_dir)) == ["app", "llm", "postgres"]
