@@ -572,14 +572,14 @@ def _capacity(metrics: Mapping[str, Any], slo: Slo) -> tuple[float | None, str]:
     return float(held), "at least: every step held"
 
 
-def criteria_table(metrics: Mapping[str, Any], phase: str) -> pd.DataFrame:
+def criteria_table(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = None) -> pd.DataFrame:
     """The users' success criteria of ``phase`` against a metrics.json dict.
 
     Response time and success rate are read at 10 users (the numbers the plan sets out to improve);
     the users target is the ladder's capacity recomputed under the phase's own p95 and success rate.
     Columns: criterion, target, measured, unit, result ("pass" / "fail" / "not measured"), note.
     """
-    slo = phase_criteria(phase)
+    slo = criteria or phase_criteria(phase)
     p95 = value_of(metrics, f"response_time_{CRITERIA_USERS}_users")
     rate = value_of(metrics, f"success_rate_{CRITERIA_USERS}_users")
     users, note = _capacity(metrics, slo)
@@ -598,9 +598,9 @@ def criteria_table(metrics: Mapping[str, Any], phase: str) -> pd.DataFrame:
     ).astype({"measured": float})  # fmt: skip
 
 
-def verdict_text(metrics: Mapping[str, Any], phase: str) -> str:
+def verdict_text(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = None) -> str:
     """The phase's verdict in plain English, one sentence per criterion."""
-    table = criteria_table(metrics, phase)
+    table = criteria_table(metrics, phase, criteria)
     passed = int((table["result"] == "pass").sum())
     name = re.sub(r"^phase(\d+)$", r"Phase \1", phase)
     head = (

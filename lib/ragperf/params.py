@@ -11,11 +11,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from ragperf import metrics
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = REPO_ROOT / "params"
@@ -115,6 +118,29 @@ class Changes(_Strict):
     ef_search_values: tuple[int, ...] = (10, 20, 40, 80, 160)
     recall_target: float = Field(0.95, gt=0, le=1)
     recall_queries: int = Field(50, ge=5, le=2000)
+    app_role: str = Field("sakana", min_length=1, description="the app's database role (for ALTER ROLE ... SET)")
+
+
+class Criterion(_Strict):
+    """One phase's success criteria: p95 and success rate at 10 users, and the users it must hold."""
+
+    p95_s: float = Field(gt=0)
+    success_rate_pct: float = Field(gt=0, le=100)
+    min_users: int = Field(ge=1)
+
+    @classmethod
+    def users(cls, phase: str) -> Criterion:
+        """The criteria the users' plan sets for ``phase``."""
+        return cls(**asdict(metrics.PHASE_CRITERIA[phase]))
+
+
+class Criteria(_Strict):
+    """The users' success criteria per phase (PLAN.md); override any of them in a parameter file."""
+
+    phase1: Criterion = Criterion.users("phase1")
+    phase2: Criterion = Criterion.users("phase2")
+    phase3: Criterion = Criterion.users("phase3")
+    phase4: Criterion = Criterion.users("phase4")
 
 
 class Params(_Strict):
@@ -126,6 +152,14 @@ class Params(_Strict):
     load: Load = Load()
     workload: Workload = Workload()
     changes: Changes = Changes()
+    criteria: Criteria = Criteria()
+
+    def criteria_of(self, phase: str) -> metrics.Slo:
+        """The success criteria of ``phase`` as these parameters set them."""
+        criterion = getattr(self.criteria, phase, None)
+        if criterion is None:
+            raise ParamsError(f"no success criteria for {phase!r}: allowed are {', '.join(Criteria.model_fields)}")
+        return metrics.Slo(**criterion.model_dump())
 
     def effective_mode(self) -> str:
         """``changes.mode``, defaulting to apply on the lab and plan anywhere else."""
