@@ -69,6 +69,24 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_lab_reset(args: argparse.Namespace) -> int:
+    done = lab.reset_tuning()
+    print("undone: " + ("; ".join(done) if done else "nothing, the lab was untuned"))
+    return 0
+
+
+def _cmd_rollback(args: argparse.Namespace) -> int:
+    from ragperf import params, tuning
+
+    params.check_phase(args.phase)
+    run_id = args.run or next(iter(tuning.outstanding_runs(args.phase)), None)
+    if run_id is None:
+        raise RunError(f"no run in outputs/ has {args.phase} changes left to undo (give --run to check one)")
+    result = tuning.rollback_run(run_id, args.phase)
+    print(result.text())
+    return 1 if result.differences else 0
+
+
 def _print_status(info: dict, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -105,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     lab_status = lab_sub.add_parser("status", help="what runs where (exit 3 when not up)")
     lab_status.add_argument("--json", action="store_true")
     lab_status.set_defaults(func=_cmd_lab_status)
+
+    lab_sub.add_parser("reset", help="undo any tuning left on the lab (settings, indexes, role settings)").set_defaults(
+        func=_cmd_lab_reset
+    )
+
+    rollback = sub.add_parser("rollback", help="undo a phase's changes from its journal and verify pg_settings")
+    rollback.add_argument("phase", help="phase1, phase2 ...")
+    rollback.add_argument("--run", help="the run whose phase to undo (default: the newest with changes left)")
+    rollback.set_defaults(func=_cmd_rollback)
 
     run = sub.add_parser("run", help="execute a phase notebook (or all) with papermill into a run directory")
     run.add_argument("phase", help="phase0, phase1 ... or all")

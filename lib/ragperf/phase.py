@@ -29,6 +29,7 @@ from ragperf.workload import WorkItem, in_order_workload, replay_workload, zipf_
 
 log = logging.getLogger(__name__)
 
+BASELINE_PHASE = "phase0"  # measured on the lab from the untuned state, whatever earlier runs left
 ZIPF_DRAWS = 5000  # requests drawn for the concurrent scenarios; users cycle over them
 
 
@@ -59,8 +60,20 @@ class Workloads:
 
     in_order: list[WorkItem]
     concurrent: list[WorkItem]
-    fresh: list[WorkItem]
+    spare: list[WorkItem]  # questions the other scenarios never ask
+    fresh_count: int
     source: str
+    key: str  # the run and phase, so that each measurement takes other spare questions
+
+    def fresh(self, label: str = "") -> list[WorkItem]:
+        """``fresh_count`` spare questions for the cache test, a different slice for each run, phase and label.
+
+        The legacy service caches embeddings for its lifetime, so questions asked by an earlier
+        measurement would not be first asks any more.
+        """
+        digest = hashlib.sha256(f"{self.key}/{label}".encode()).hexdigest()
+        offset = int(digest, 16) % max(1, len(self.spare))
+        return (self.spare[offset:] + self.spare[:offset])[: self.fresh_count]
 
 
 @dataclass
@@ -93,6 +106,17 @@ class PhaseContext:
     target: Target
     workloads: Workloads | None = None
 
+    def dir(self, label: str = "") -> Path:
+        """The phase directory, or its ``label`` subdirectory for one of several measurements (made)."""
+        path = self.out / label if label else self.out
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    @property
+    def criteria(self) -> metrics.Slo:
+        """The users' success criteria for this phase, as the parameters set them."""
+        return self.params.criteria_of(self.phase)
+
     @property
     def slo(self) -> metrics.Slo:
         return metrics.Slo(p95_s=self.params.slo.p95_s, success_rate_pct=self.params.slo.success_rate_pct)
@@ -104,14 +128,17 @@ def load_params(profile: str, target: str, params_files: str | Iterable[str] = (
     return params_mod.load(profile, target, [f for f in files if f])
 
 
-def resolve_target(params: Params, *, bring_up: bool = True) -> Target:
-    """The lab (brought up with the run's profile when it is not) or the deployment of the parameters."""
+def resolve_target(params: Params, *, bring_up: bool = True, same_profile: bool = True) -> Target:
+    """The lab (brought up with the run's profile when it is not) or the deployment of the parameters.
+
+    ``bring_up=False`` fails instead of starting the lab; ``same_profile=False`` takes the lab up with
+    whichever profile it has (to undo changes, not to measure)."""
     if params.target.kind == "deployment":
         dsn = params.target.dsn
         return Target("deployment", params.target.base_url.rstrip("/"), dsn, params.db_password() if dsn else None)
     lab_dir = lab.default_lab_dir()
     info = lab.status(lab_dir)
-    if not info["up"] or info["profile"] != params.profile:
+    if not info["up"] or (same_profile and info["profile"] != params.profile):
         if not bring_up:
             raise TargetError(f"the lab in {lab_dir} is not up with the {params.profile} profile: run `ragperf lab up`")
         log.info("bringing the lab up (%s profile)", params.profile)
@@ -174,6 +201,8 @@ def begin(
     out.mkdir(exist_ok=True)
     tgt = resolve_target(params)
     install_log_filter([tgt.lab_dir / "secrets.json"] if tgt.lab_dir else [])
+    if phase == BASELINE_PHASE and tgt.kind == "lab":
+        tgt.servers["lab_reset"] = lab.reset_tuning(tgt.lab_dir) or "already untuned"
     health = check_reachable(tgt)
     runs.write_manifest(
         run,
@@ -189,23 +218,21 @@ def begin(
 
 
 def workloads(ctx: PhaseContext) -> Workloads:
-    """The in-order set, the Zipf (or replayed) stream, and questions not asked elsewhere in this run."""
+    """The in-order set, the Zipf (or replayed) stream, and the questions neither asks."""
     load, wl = ctx.params.load, ctx.params.workload
+    key, count = f"{ctx.run.id}/{ctx.phase}", load.cache_speedup_questions
     if wl.kind == "replay":
         log_items = replay_workload(wl.log_file)
         unique = list({(i.question, i.mode): i for i in log_items}.values())
-        return Workloads(log_items[: load.query_latency_questions], log_items, unique[-load.cache_speedup_questions :],
-                         f"replay of {wl.log_file}")  # fmt: skip
+        return Workloads(log_items[: load.query_latency_questions], log_items, unique, count,
+                         f"replay of {wl.log_file}", key)  # fmt: skip
     questions = ctx.target.questions_file or _pool_file(ctx)
     in_order = in_order_workload(questions, load.query_latency_questions)
     stream = zipf_workload(questions, ZIPF_DRAWS, wl.zipf_exponent, wl.seed)
     used = {(i.question, i.mode) for i in [*in_order, *stream]}
-    pool = in_order_workload(questions, _pool_size(questions))
-    unused = [i for i in pool if (i.question, i.mode) not in used]
-    # The legacy service caches embeddings for its lifetime: take a different unused slice each run.
-    offset = int(hashlib.sha256(ctx.run.id.encode()).hexdigest(), 16) % max(1, len(unused))
-    fresh = (unused[offset:] + unused[:offset])[: load.cache_speedup_questions]
-    return Workloads(in_order, stream, fresh, f"question pool {questions} with Zipf exponent {wl.zipf_exponent}")
+    spare = [i for i in in_order_workload(questions, _pool_size(questions)) if (i.question, i.mode) not in used]
+    return Workloads(in_order, stream, spare, count, f"question pool {questions} with Zipf exponent {wl.zipf_exponent}",
+                     key)  # fmt: skip
 
 
 def _pool_size(path: Path) -> int:
@@ -223,20 +250,25 @@ def _pool_file(ctx: PhaseContext) -> Path:
     return path
 
 
-def measure(ctx: PhaseContext, on_step: Callable[[LoadResult, dict], None] | None = None) -> Measurement:
-    """The four scenarios against the target, in the order the users ran them."""
+def measure(
+    ctx: PhaseContext, on_step: Callable[[LoadResult, dict], None] | None = None, label: str = ""
+) -> Measurement:
+    """The four scenarios against the target, in the order the users ran them (``label``: which measurement
+    of the phase this is, so that its cache test asks questions no earlier measurement asked)."""
     if ctx.workloads is None:
         raise RuntimeError("measure() needs begin()'s workloads")
-    base, w, p, out = ctx.target.base_url, ctx.workloads, ctx.params, ctx.out
+    base, w, p, out = ctx.target.base_url, ctx.workloads, ctx.params, ctx.dir(label)
     return Measurement(
         query_latency=scenarios.query_latency_test(base, w.in_order, p, out),
         fixed=scenarios.fixed_concurrency(base, w.concurrent, p, out),
         ladder=scenarios.step_ladder(base, w.concurrent, p, out, on_step=on_step),
-        cache=scenarios.cache_speedup(base, w.fresh, p, out),
+        cache=scenarios.cache_speedup(base, w.fresh(label), p, out),
     )
 
 
-def phase_metrics(ctx: PhaseContext, m: Measurement, extra: Mapping[str, float | None] | None = None) -> dict:
+def phase_metrics(
+    ctx: PhaseContext, m: Measurement, extra: Mapping[str, float | None] | None = None, label: str = ""
+) -> dict:
     """metrics.json's content for the measurement."""
     return metrics.phase_metrics(
         query_latency=m.query_latency.records,
@@ -247,22 +279,45 @@ def phase_metrics(ctx: PhaseContext, m: Measurement, extra: Mapping[str, float |
         slo=ctx.slo,
         cache=m.cache.records,
         extra=extra,
-        phase=ctx.phase,
+        phase=f"{ctx.phase}/{label}" if label else ctx.phase,
     )
 
 
-def finish(ctx: PhaseContext, m: Measurement, figures: Mapping[str, Any], extra: Mapping | None = None) -> dict:
-    """Write ``metrics.json``, ``requests.parquet`` and the charts; check the legacy service is untouched."""
-    result = phase_metrics(ctx, m, extra)
+def finish(
+    ctx: PhaseContext, m: Measurement, figures: Mapping[str, Any], extra: Mapping | None = None, label: str = ""
+) -> dict:
+    """Write ``metrics.json``, ``requests.parquet`` and the charts (into the ``label`` subdirectory for one of
+    several measurements of the phase); check the legacy service is untouched."""
+    out = ctx.dir(label)
+    result = phase_metrics(ctx, m, extra, label)
     result["generator_notes"] = m.generator_notes()
-    m.records().to_parquet(ctx.out / "requests.parquet", index=False)
+    m.records().to_parquet(out / "requests.parquet", index=False)
     for name, fig in figures.items():
-        charts.save(fig, ctx.out / f"{name}.png")
+        charts.save(fig, out / f"{name}.png")
     differences = frozen.differences()
     if differences:
         raise RuntimeError(f"the frozen legacy service changed during {ctx.phase}: {differences}")
-    metrics.write_metrics_json(ctx.out / "metrics.json", result)
+    metrics.write_metrics_json(out / "metrics.json", result)
     return result
+
+
+def figures(ctx: PhaseContext, m: Measurement) -> dict[str, Any]:
+    """The standard charts of a measurement, by file name: latency distributions at the fixed steps,
+    percentiles, throughput and failures against users on the ladder."""
+    steps = metrics.summarize_steps(scenarios.all_records(m.fixed, m.ladder.results))
+    return {
+        "latency_distributions": charts.latency_distributions(scenarios.all_records(m.fixed)),
+        "percentiles_vs_users": charts.percentiles_vs_users(steps, ctx.slo, scenario="ladder"),
+        "throughput_vs_users": charts.throughput_vs_users(steps, scenario="ladder"),
+        "failures_by_class": charts.failures_by_class(steps),
+    }
+
+
+def show_step(result: LoadResult, summary: Mapping[str, Any], slo: metrics.Slo) -> None:
+    """One line per ladder step as it finishes: p95, success, throughput, and whether it holds the SLO."""
+    verdict = "holds" if metrics.holds(summary, slo) else "BREAKS the SLO"
+    print(f"{result.step:>10}: p95 {summary['p95']:6.2f} s, success {summary['success_rate']:5.1f} %, "
+          f"{summary['throughput_rps']:5.2f} answers/s -> {verdict}")  # fmt: skip
 
 
 def steps_frame(records: pd.DataFrame, scenario_names: Sequence[str] | None = None) -> pd.DataFrame:
@@ -297,7 +352,7 @@ def describe(ctx: PhaseContext) -> str:
         lines.append(f"**Corpus**: {corpus.get('chunks')} chunks, {corpus.get('questions')} questions in the pool")
     if w:
         lines.append(f"**Workload**: {w.source}; {len(w.in_order)} questions in order, "
-                     f"{len(w.fresh)} never-asked questions for the cache test")  # fmt: skip
+                     f"{w.fresh_count} never-asked questions for the cache test")  # fmt: skip
     load, slo = ctx.params.load, ctx.params.slo
     lines.append(f"**SLO**: p95 < {slo.p95_s:g} s and success ≥ {slo.success_rate_pct:g} % · request timeout "
                  f"{load.timeout_s:g} s · fixed steps {list(load.fixed_users)} × {load.fixed_duration_s:g} s · "

@@ -1,0 +1,138 @@
+"""Phase 1 end to end on the lab: applied, measured twice, compared, rolled back; planned only on a deployment."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from ragperf import indexes, lab, metrics, pgtune, runs, tuning
+
+pytestmark = pytest.mark.lab
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+QUICK = REPO / "tests" / "params" / "quick.yaml"
+
+
+@pytest.fixture(scope="module")
+def env(lab_up, lab_dir, tmp_path_factory) -> dict[str, str]:
+    outputs = tmp_path_factory.mktemp("outputs")
+    return {**os.environ, "RAGPERF_LAB_DIR": str(lab_dir), "RAGPERF_OUTPUTS": str(outputs)}
+
+
+def _ragperf(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ragperf"), *args], env=env, capture_output=True, text=True, timeout=1200)
+
+
+def _connect(lab_dir: Path) -> psycopg.Connection:
+    info = lab.status(lab_dir)
+    return psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password, autocommit=True)
+
+
+def _ragperf_indexes(conn: psycopg.Connection) -> list[str]:
+    return [i for i in indexes.index_usage(conn)["index"] if i.startswith("ragperf")]
+
+
+def _embedding_type(conn: psycopg.Connection) -> str:
+    return conn.execute(
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute "
+        "WHERE attrelid = 'langchain_pg_embedding'::regclass AND attname = 'embedding'"
+    ).fetchone()[0]
+
+
+@pytest.fixture(scope="module")
+def tuned(env, lab_dir) -> tuple[runs.Run, dict]:
+    """``ragperf run all`` (phase0 then phase1) on the smoke lab; pg_settings as the test saw them before."""
+    lab.reset_tuning(lab_dir)
+    with _connect(lab_dir) as conn:
+        before = pgtune.settings_snapshot(conn)
+    done = _ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
+    return runs.open_run(Path(env["RAGPERF_OUTPUTS"]) / run_id), before
+
+
+def test_phase1_is_measured_after_the_settings_and_after_the_indexes(tuned):
+    run, _ = tuned
+    out = run.path / "phase1"
+    for name in ("metrics.json", "requests.parquet", "1a/metrics.json", "1a/requests.parquet", "recall.png",
+                 "recall_filtered.png", "compare.png", "percentiles_vs_users.png", "settings_before.json"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    final, first = metrics.read_metrics_json(out / "metrics.json"), metrics.read_metrics_json(out / "1a/metrics.json")
+    assert final["phase"] == "phase1" and first["phase"] == "phase1/1a"
+    assert 0.0 < metrics.value_of(final, "recall") <= 1.0
+    nb = json.loads((run.path / "phase1.ipynb").read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    text = json.dumps(nb)
+    assert "Mode: apply" in text and "expected (PLAN.md)" in text and "ragperf rollback phase1 --run" in text
+
+
+def test_the_lab_is_tuned_and_the_journal_says_how(tuned, lab_dir):
+    run, before = tuned
+    events = {}
+    for line in (run.path / "phase1" / "journal.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        events[entry["key"]] = entry["event"]
+    changes_by_kind = {key.split(":")[0] for key, event in events.items() if event == "applied"}
+    assert {"setting", "column", "index"} <= changes_by_kind
+    with _connect(lab_dir) as conn:
+        now = pgtune.settings_snapshot(conn)
+        assert now["shared_buffers"]["setting"] != before["shared_buffers"]["setting"]
+        assert "pg_stat_statements" in now["shared_preload_libraries"]["setting"]
+        assert "vector" not in now["shared_preload_libraries"]["setting"].split(",")
+        assert _embedding_type(conn) == "vector(768)"
+        vector = conn.execute("SELECT embedding::text FROM langchain_pg_embedding LIMIT 1").fetchone()[0]
+        plan = indexes.explain_legacy_query(conn, [float(x) for x in vector.strip("[]").split(",")])
+        assert plan["uses_index"] == indexes.HNSW_INDEX, plan["plan_text"]
+
+
+def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned, env, lab_dir):
+    run, before = tuned
+    done = _ragperf(env, "rollback", "phase1", "--run", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "pg_settings are identical to the snapshot taken before the phase" in done.stdout
+    with _connect(lab_dir) as conn:
+        assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
+        assert _ragperf_indexes(conn) == []
+        assert _embedding_type(conn) == "vector"
+        assert tuning.role_settings(conn, "sakana") == {}
+    again = _ragperf(env, "rollback", "phase1", "--run", run.id)
+    assert again.returncode == 0 and "undid 0 change(s)" in again.stdout
+    nothing_left = _ragperf(env, "rollback", "phase1")
+    assert nothing_left.returncode == 2 and "no run in outputs/ has phase1 changes left to undo" in nothing_left.stderr
+
+
+def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
+    """The lab seen as a deployment: the default mode is plan, and nothing on the server changes."""
+    info = lab.status(lab_dir)
+    deployment = {
+        "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"],
+                   "host": {"memory_gb": 4, "cpus": 2, "disk": "ssd"}},
+    }  # fmt: skip
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
+    with _connect(lab_dir) as conn:
+        before = pgtune.settings_snapshot(conn)
+    output = tmp_path / "phase1.ipynb"
+    done = subprocess.run(
+        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase1_database.ipynb"), str(output),
+         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
+        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    assert "Mode: plan" in text and "Planned for **4 GB**, 2 CPUs, SSD" in text
+    with _connect(lab_dir) as conn:
+        assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
+        assert _ragperf_indexes(conn) == [] and _embedding_type(conn) == "vector"
+        assert tuning.role_settings(conn, "sakana") == {}
+    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id]
+    assert not (second / "phase1" / "journal.jsonl").exists()
+    assert (second / "phase1" / "metrics.json").exists()
