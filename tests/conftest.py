@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,3 +33,21 @@ def lab_up(lab_dir: Path) -> dict:
     info = lab.status(lab_dir)
     assert info["up"], info
     return info
+
+
+@pytest.fixture(scope="module")
+def env(lab_up: dict, lab_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The environment of a ``ragperf`` command on the test lab, with an outputs directory of the module's own."""
+    outputs = tmp_path_factory.mktemp("outputs")
+    return {**os.environ, "RAGPERF_LAB_DIR": str(lab_dir), "RAGPERF_OUTPUTS": str(outputs)}
+
+
+@pytest.fixture(scope="session")
+def ragperf() -> Callable[..., subprocess.CompletedProcess]:
+    """Runs the ``ragperf`` command as a user would type it: ``ragperf(env, "run", "phase0", ...)``."""
+    command = str(Path(sys.executable).parent / "ragperf")
+
+    def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=1200)
+
+    return run

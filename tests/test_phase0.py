@@ -22,19 +22,9 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture(scope="module")
-def env(lab_up, lab_dir, tmp_path_factory) -> dict[str, str]:
-    outputs = tmp_path_factory.mktemp("outputs")
-    return {**os.environ, "RAGPERF_LAB_DIR": str(lab_dir), "RAGPERF_OUTPUTS": str(outputs)}
-
-
-def _ragperf(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ragperf"), *args], env=env, capture_output=True, text=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def first_run(env) -> runs.Run:
+def first_run(env, ragperf) -> runs.Run:
     """``ragperf run phase0`` on the smoke profile, as a user would type it."""
-    done = _ragperf(env, "run", "phase0", "--profile", "smoke")
+    done = ragperf(env, "run", "phase0", "--profile", "smoke")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.open_run(Path(env["RAGPERF_OUTPUTS"]) / run_id)
@@ -79,16 +69,16 @@ def test_metrics_agree_with_the_request_records(first_run):
     assert len(first) > 0 and metrics.value_of(result, "cache_speedup") > 0
 
 
-def test_a_phase_already_in_the_run_is_refused_and_left_alone(env, first_run):
+def test_a_phase_already_in_the_run_is_refused_and_left_alone(env, ragperf, first_run):
     before = _digests(first_run.path)
-    done = _ragperf(env, "run", "phase0", "--run-id", first_run.id)
+    done = ragperf(env, "run", "phase0", "--run-id", first_run.id)
     assert done.returncode == 2
     assert f"run {first_run.id} already has phase0" in done.stderr
     assert _digests(first_run.path) == before
 
 
-def test_the_report_has_tables_and_charts_and_no_code(env, first_run):
-    done = _ragperf(env, "report", first_run.id)
+def test_the_report_has_tables_and_charts_and_no_code(env, ragperf, first_run):
+    done = ragperf(env, "report", first_run.id)
     assert done.returncode == 0, done.stderr
     html = (first_run.path / "report.html").read_text()
     assert "Phase 0" in html and "<img" in html and "<table" in html

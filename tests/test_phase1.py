@@ -20,16 +20,6 @@ BIN = Path(sys.executable).parent
 QUICK = REPO / "tests" / "params" / "quick.yaml"
 
 
-@pytest.fixture(scope="module")
-def env(lab_up, lab_dir, tmp_path_factory) -> dict[str, str]:
-    outputs = tmp_path_factory.mktemp("outputs")
-    return {**os.environ, "RAGPERF_LAB_DIR": str(lab_dir), "RAGPERF_OUTPUTS": str(outputs)}
-
-
-def _ragperf(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "ragperf"), *args], env=env, capture_output=True, text=True, timeout=1200)
-
-
 def _connect(lab_dir: Path) -> psycopg.Connection:
     info = lab.status(lab_dir)
     return psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password, autocommit=True)
@@ -47,12 +37,12 @@ def _embedding_type(conn: psycopg.Connection) -> str:
 
 
 @pytest.fixture(scope="module")
-def tuned(env, lab_dir) -> tuple[runs.Run, dict]:
+def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     """``ragperf run all`` (phase0 then phase1) on the smoke lab; pg_settings as the test saw them before."""
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
         before = pgtune.settings_snapshot(conn)
-    done = _ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
+    done = ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.open_run(Path(env["RAGPERF_OUTPUTS"]) / run_id), before
@@ -92,9 +82,9 @@ def test_the_lab_is_tuned_and_the_journal_says_how(tuned, lab_dir):
         assert plan["uses_index"] == indexes.HNSW_INDEX, plan["plan_text"]
 
 
-def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned, env, lab_dir):
+def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned, env, ragperf, lab_dir):
     run, before = tuned
-    done = _ragperf(env, "rollback", "phase1", "--run", run.id)
+    done = ragperf(env, "rollback", "phase1", "--run", run.id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pg_settings are identical to the snapshot taken before the phase" in done.stdout
     with _connect(lab_dir) as conn:
@@ -102,9 +92,9 @@ def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned,
         assert _ragperf_indexes(conn) == []
         assert _embedding_type(conn) == "vector"
         assert tuning.role_settings(conn, "sakana") == {}
-    again = _ragperf(env, "rollback", "phase1", "--run", run.id)
+    again = ragperf(env, "rollback", "phase1", "--run", run.id)
     assert again.returncode == 0 and "undid 0 change(s)" in again.stdout
-    nothing_left = _ragperf(env, "rollback", "phase1")
+    nothing_left = ragperf(env, "rollback", "phase1")
     assert nothing_left.returncode == 2 and "no run in outputs/ has phase1 changes left to undo" in nothing_left.stderr
 
 

@@ -112,3 +112,29 @@ def test_rollback_of_a_phase_restores_pg_settings_role_settings_and_indexes(serv
         assert conn.execute("SELECT to_regclass('ragperf_t_a')").fetchone()[0] is None
     assert tuning.outstanding_runs("phase1") == []
     assert tuning.rollback_phase(run, "phase1", target, params).undone == []
+
+
+def test_a_failure_mid_phase_on_a_real_server_leaves_nothing_applied(server, tmp_path):
+    """Settings and a role setting applied, then an index build fails: the phase is undone, pg_settings as before."""
+    with server.connect() as conn:
+        conn.execute("DROP TABLE IF EXISTS t; DROP ROLE IF EXISTS app")
+        conn.execute("CREATE TABLE t (a int); CREATE ROLE app")
+    dsn = labdb.dsn(server.port, labdb.SUPERUSER, dbname="postgres")
+    target = Target("deployment", "http://127.0.0.1:1", dsn, SecretStr(server.password))
+    params = Params.model_validate({"target": {"kind": "deployment", "base_url": "http://127.0.0.1:1", "dsn": dsn}})
+    appliers = tuning.appliers(target, params, progress=False)
+    before = appliers[pgtune.KIND].snapshot()
+    online = [Change("setting", "work_mem", before["work_mem"]["setting"], "64MB", "why",
+                     details={"unit": "kB", "sourcefile_is_auto_conf": False})]  # fmt: skip
+    broken = Change("index", "ragperf_t_missing", None, "btree (nope)", "why", details={
+        "regclass": "public.ragperf_t_missing", "sql": "CREATE INDEX CONCURRENTLY ragperf_t_missing ON t (nope)",
+        "undo_sql": "DROP INDEX CONCURRENTLY IF EXISTS ragperf_t_missing"})  # fmt: skip
+    role = tuning.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
+    journal = changes.Journal(tmp_path)
+    with pytest.raises(changes.RolledBack, match=r"index:ragperf_t_missing failed .*column \"nope\" does not exist"):
+        changes.apply(changes.groups([*online, *role, broken], appliers), journal)
+    assert pgtune.settings_differences(before, appliers[pgtune.KIND].snapshot()) == []
+    with server.connect() as conn:
+        assert tuning.role_settings(conn, "app") == {}
+        assert conn.execute("SELECT to_regclass('ragperf_t_missing')").fetchone()[0] is None
+    assert journal.outstanding() == []
