@@ -1,0 +1,413 @@
+"""The caching nginx: its configuration (pure), and a real nginx in front of a tiny stand-in app."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ragperf import nginx, procs
+from ragperf.changes import Change
+
+pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
+
+# The stand-in app: POST /ask echoes the question with a per-request counter, "boom" is a 500,
+# "slow:..." takes 0.3 s; GET /stats tells how often each question reached it.
+UPSTREAM_APP = r"""
+import json, sys, threading, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+LOCK = threading.Lock()
+COUNTS = {"total": 0, "by_question": {}}
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, status, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        if self.path == "/health":
+            self._send(200, {"status": "ok"})
+        elif self.path == "/stats":
+            with LOCK:
+                self._send(200, COUNTS)
+        else:
+            self._send(404, {"detail": "not found"})
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        question = json.loads(raw or b"{}").get("question", "")
+        with LOCK:
+            COUNTS["total"] += 1
+            COUNTS["by_question"][question] = COUNTS["by_question"].get(question, 0) + 1
+            n = COUNTS["total"]
+        if question == "boom":
+            self._send(500, {"detail": "boom", "n": n})
+            return
+        if question.startswith("slow:"):
+            time.sleep(0.3)
+        self._send(200, {"question": question, "n": n, "body_bytes": len(raw)})
+
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+class Upstream:
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.address = f"127.0.0.1:{port}"
+
+    def count(self, question: str) -> int:
+        return get_json(self.port, "/stats")["by_question"].get(question, 0)
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"} if body else {})
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()
+
+
+def get_json(port: int, path: str) -> dict:
+    status, _, body = request(port, "GET", path)
+    assert status == 200
+    return json.loads(body)
+
+
+def ask(port: int, question: str, **extra: object) -> tuple[int, str | None, dict]:
+    """POST /ask; the status, the cache status header, and the JSON answer."""
+    body = json.dumps({"question": question, "mode": "fast", **extra}).encode()
+    status, headers, data = request(port, "POST", "/ask", body)
+    return status, headers.get("x-cache-status"), json.loads(data)
+
+
+def unique(label: str) -> str:
+    return f"{label}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="module")
+def upstream():
+    base = Path(tempfile.mkdtemp(prefix="ragperf-test-upstream-", dir="/var/tmp"))
+    script = base / "app.py"
+    script.write_text(UPSTREAM_APP)
+    port = procs.free_port()
+    proc = procs.start("test-upstream", [sys.executable, str(script), str(port)], base / "app.log", port=port)
+    try:
+        procs.wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=15)
+        yield Upstream(port)
+    finally:
+        procs.stop(proc, timeout=5)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def state_dir():
+    base = Path(tempfile.mkdtemp(prefix="ragperf-test-nginx-", dir="/var/tmp"))
+    base.chmod(0o755)  # the nginx workers (nobody) must reach their temp and cache directories
+    try:
+        yield base
+    finally:
+        # Whatever a test left running is stopped by its recorded PID.
+        nginx.Nginx(base).stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def cfg(upstream, state_dir) -> nginx.CacheConfig:
+    return nginx.CacheConfig(listen_port=procs.free_port(), upstreams=(upstream.address,), state_dir=state_dir)
+
+
+@pytest.fixture
+def running(cfg):
+    instance = nginx.Nginx(cfg.state_dir)
+    instance.start(cfg)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+# -- render() and CacheConfig: pure ----------------------------------------------------------------------
+
+
+def test_render_handles_the_pitfalls_of_caching_post(tmp_path):
+    cfg = nginx.CacheConfig(8088, ("127.0.0.1:8000",), tmp_path, ttl_s=120, max_body_kb=32)
+    text = nginx.render(cfg, key_version=3)
+    assert "proxy_cache_methods POST;" in text
+    key = next(line for line in text.splitlines() if "proxy_cache_key" in line)
+    assert "ragperf:v3" in key and "$request_method" in key and "$request_uri" in key and "$request_body" in key
+    assert (
+        f"client_body_buffer_size {nginx.body_buffer_bytes(32)};" in text and "client_body_in_single_buffer on;" in text
+    )
+    assert "proxy_buffer_size 44k;" in text and "proxy_busy_buffers_size 44k;" in text
+    assert "client_max_body_size 1024k;" in text
+    assert '"POST:" 1;' in text and "~^POST: 0;" in text  # an empty body is never cacheable
+    assert "proxy_cache_bypass $ragperf_no_cache;" in text and "proxy_no_cache $ragperf_no_cache;" in text
+    assert [line.strip() for line in text.splitlines() if "proxy_cache_valid" in line] == [
+        "proxy_cache_valid 200 120s;"
+    ]
+    assert "proxy_ignore_headers Cache-Control Expires X-Accel-Expires;" in text  # Set-Cookie is honoured
+    assert "proxy_cache_lock on;" in text and "proxy_cache_lock_timeout 60s;" in text
+    assert "add_header X-Cache-Status $upstream_cache_status always;" in text
+    assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
+    assert "keepalive 64;" in text and "least_conn" not in text
+    health = text[text.index("location = /health") : text.index("location / {")]
+    assert "proxy_cache" not in health
+    for line in text.splitlines():  # every path nginx writes is inside the state directory
+        if any(word in line for word in ("_path ", "pid ", "error_log ", "access_log /")):
+            assert str(tmp_path) in line, line
+    assert "/etc/nginx" not in text and "/var/log" not in text
+    assert nginx.rendered_digest(text) == nginx.config_digest(
+        text.replace(nginx.rendered_digest(text), nginx._DIGEST_PLACEHOLDER)
+    )
+
+
+@pytest.mark.parametrize("kb", [1, 16, 17, 100, 1024])
+def test_body_buffer_keeps_exactly_max_body_kb_in_memory(kb):
+    size = nginx.body_buffer_bytes(kb)  # nginx keeps a body in memory while it is < size + size // 4
+    assert size + size // 4 > kb * 1024 >= (size - 1) + (size - 1) // 4
+    assert nginx.key_buffer_bytes(kb) % 4096 == 0 and nginx.key_buffer_bytes(kb) >= kb * 1024 + 8192
+
+
+def test_render_without_cache_is_a_plain_load_balancing_proxy(tmp_path):
+    cfg = nginx.CacheConfig(8088, ("127.0.0.1:8000", "127.0.0.1:8001"), tmp_path, cache_enabled=False)
+    text = nginx.render(cfg)
+    assert "proxy_cache" not in text and "X-Cache-Status" not in text
+    assert "least_conn;" in text and "server 127.0.0.1:8001;" in text and "proxy_pass http://ragperf_app;" in text
+    assert nginx.render(cfg) == text  # pure
+    assert nginx.rendered_digest(text) != nginx.rendered_digest(nginx.render(replace(cfg, cache_enabled=True)))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("listen_port", 0, "1 to 65535"),
+        ("upstreams", (), "at least one"),
+        ("upstreams", ("localhost",), "host:port"),
+        ("upstreams", ("127.0.0.1:80; evil",), "host:port"),
+        ("ttl_s", 0, "1 to"),
+        ("ttl_s", 1.5, "whole number"),
+        ("cache_size_mb", -1, "1 to"),
+        ("max_body_kb", 4096, "1 to 1024"),
+        ("proxy_timeout_s", 0, "seconds"),
+        ("cache_status_header", "X Cache", "header name"),
+        ("cache_enabled", "yes", "True or False"),
+        ("listen_host", "example.com", "IPv4"),
+        ("state_dir", "/var/tmp/a b", "letters, digits"),
+    ],
+)
+def test_bad_config_values_name_the_field(tmp_path, field, value, words):
+    args = {"listen_port": 8088, "upstreams": ("127.0.0.1:8000",), "state_dir": tmp_path, field: value}
+    with pytest.raises(ValueError, match=field) as info:
+        nginx.CacheConfig(**args)
+    assert words in str(info.value)
+
+
+def test_config_round_trips_through_a_change_and_json(tmp_path):
+    cfg = nginx.CacheConfig(8088, ["127.0.0.1:8000"], str(tmp_path), ttl_s=30)
+    assert cfg.upstreams == ("127.0.0.1:8000",) and cfg.state_dir == tmp_path
+    [change] = nginx.plan(None, cfg)
+    again = Change.from_json(json.loads(json.dumps(change.to_json())))
+    assert nginx.CacheConfig.from_dict(again.after) == cfg and again.before is None
+    assert nginx.plan(cfg, cfg) == []
+    [reload] = nginx.plan(cfg, replace(cfg, ttl_s=60))
+    assert reload.details["diff"] == {"ttl_s": [30, 60]} and "ttl_s 30 -> 60" in reload.reason
+    with pytest.raises(ValueError, match="unknown CacheConfig field"):
+        nginx.CacheConfig.from_dict({**cfg.to_dict(), "ttl": 5})
+
+
+def test_check_reports_nginx_own_message(tmp_path):
+    tmp_path.chmod(0o755)
+    cfg = nginx.CacheConfig(procs.free_port(), ("127.0.0.1:8000",), tmp_path)
+    nginx.check(nginx.render(cfg), tmp_path)  # valid: no error
+    with pytest.raises(nginx.NginxConfigError, match='unknown directive "bogus_directive"'):
+        nginx.check(nginx.render(cfg).replace("server_tokens off;", "bogus_directive on;"), tmp_path)
+    assert not list(tmp_path.glob(".check-*")), "the checked file is left behind"
+
+
+# -- a real nginx ------------------------------------------------------------------------------------------
+
+
+def test_same_post_is_a_miss_then_a_hit_without_reaching_the_app(upstream, cfg, running):
+    question = unique("same")
+    status, cache, first = ask(cfg.listen_port, question)
+    assert (status, cache, first["question"]) == (200, "MISS", question)
+    status, cache, second = ask(cfg.listen_port, question)
+    assert (status, cache) == (200, "HIT") and second == first
+    assert upstream.count(question) == 1
+    other = unique("other")
+    assert ask(cfg.listen_port, other)[2]["question"] == other  # a different body is a different key
+    assert ask(cfg.listen_port, question, mode="quality")[1] == "MISS"
+    status, headers, _ = request(cfg.listen_port, "GET", "/health")
+    assert status == 200 and "x-cache-status" not in headers  # /health is never cached
+    lines = [json.loads(line) for line in running.access_log.read_text().splitlines()]
+    assert [entry["cache"] for entry in lines if entry["uri"] == "/ask"][:2] == ["MISS", "HIT"]
+    assert {"request_time", "upstream_response_time", "status"} <= set(lines[0])
+
+
+def test_concurrent_questions_each_get_their_own_answer(upstream, cfg, running):
+    questions = [unique(f"slow:q{i}") for i in range(5)]
+    asks = [q for q in questions for _ in range(8)]
+    random.shuffle(asks)
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(lambda q: (q, ask(cfg.listen_port, q)), asks))
+    for question, (status, _, answer) in answers:
+        assert status == 200 and answer["question"] == question
+    # proxy_cache_lock: the concurrent misses of one key waited for a single request to the app.
+    assert [upstream.count(q) for q in questions] == [1] * len(questions)
+
+
+def test_an_error_is_never_cached(upstream, cfg, running):
+    before = upstream.count("boom")
+    assert ask(cfg.listen_port, "boom")[:2] == (500, "MISS")
+    assert ask(cfg.listen_port, "boom")[:2] == (500, "MISS")
+    assert upstream.count("boom") == before + 2
+
+
+def body_of_size(question: str, size: int) -> bytes:
+    head = json.dumps({"question": question, "mode": "fast", "padding": ""}).encode()[:-2]
+    body = head + b"x" * (size - len(head) - 2) + b'"}'
+    assert len(body) == size
+    return body
+
+
+def test_a_body_of_max_body_kb_is_cached_and_a_larger_one_passes_through(upstream, cfg, running):
+    limit = cfg.max_body_kb * 1024
+    largest = unique("largest")
+    statuses = [request(cfg.listen_port, "POST", "/ask", body_of_size(largest, limit))[1] for _ in range(2)]
+    # A body of max_body_kb is cached: its key fits proxy_buffer_size (with nginx's 4k default it would not).
+    assert [h.get("x-cache-status") for h in statuses] == ["MISS", "HIT"]
+    assert upstream.count(largest) == 1
+
+    too_large = unique("too-large")
+    body = body_of_size(too_large, limit + 2048)  # beyond what nginx may still read along with the headers
+    for _ in range(2):
+        status, headers, answer = request(cfg.listen_port, "POST", "/ask", body)
+        assert (status, headers.get("x-cache-status"), json.loads(answer)["question"]) == (200, "BYPASS", too_large)
+    assert upstream.count(too_large) == 2
+    # A body that is not there at all is not cached either (it would share the key of every such request).
+    status, headers, _ = request(cfg.listen_port, "POST", "/ask", b"")
+    assert headers.get("x-cache-status") == "BYPASS"
+    assert "not enough for cache key" not in running.error_log.read_text()
+
+
+def test_a_reload_that_nginx_rejects_changes_nothing(upstream, cfg, running, monkeypatch):
+    question = unique("reload")
+    assert ask(cfg.listen_port, question)[1] == "MISS"
+    pid, conf = running.proc.pid, running.conf_path.read_text()
+    good = nginx.render
+    monkeypatch.setattr(nginx, "render", lambda *a, **k: good(*a, **k).replace("server_tokens off;", "no_such x;"))
+    with pytest.raises(nginx.NginxConfigError, match='unknown directive "no_such"'):
+        running.reload(replace(cfg, ttl_s=5))
+    monkeypatch.undo()
+    assert running.conf_path.read_text() == conf and not (cfg.state_dir / nginx.CONF_PREV).exists()
+    assert running.running and running.proc.pid == pid
+    assert ask(cfg.listen_port, question)[:2] == (200, "HIT")  # the old configuration still serves
+    assert running.status()["serving_digest"] == nginx.rendered_digest(conf)
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(nginx.NginxError, match="in use"):
+            running.reload(replace(cfg, listen_port=taken.getsockname()[1]))
+    assert running.conf_path.read_text() == conf
+
+    running.reload(replace(cfg, ttl_s=5))  # a good one takes, same master
+    assert running.proc.pid == pid and running.config.ttl_s == 5
+    assert (cfg.state_dir / nginx.CONF_PREV).read_text() == conf
+    assert running.status()["serving_digest"] == running.status()["digest"] != nginx.rendered_digest(conf)
+
+
+def test_purge_turns_a_hit_into_a_miss(upstream, cfg, running):
+    question = unique("purge")
+    ask(cfg.listen_port, question)
+    assert ask(cfg.listen_port, question)[1] == "HIT"
+    pid = running.proc.pid
+    assert running.purge() == 2
+    assert ask(cfg.listen_port, question)[1] == "MISS"
+    assert ask(cfg.listen_port, question)[1] == "HIT"
+    assert running.proc.pid == pid and upstream.count(question) == 2
+
+
+def test_applier_apply_then_undo_leaves_nothing_running(upstream, cfg):
+    applier = nginx.NginxApplier()
+    [start] = nginx.plan(None, cfg)
+    applier.apply([start])
+    instance = nginx.Nginx(cfg.state_dir)
+    proc = instance.proc
+    assert instance.running and ask(cfg.listen_port, unique("applied"))[0] == 200
+    applier.apply([start])  # idempotent: already serves it
+    assert instance.proc.pid == proc.pid
+
+    [plain] = nginx.plan(instance.config, replace(cfg, cache_enabled=False))
+    applier.apply([plain])
+    assert ask(cfg.listen_port, unique("plain"))[1] is None
+    applier.undo([plain])
+    assert ask(cfg.listen_port, unique("cached"))[1] == "MISS" and instance.proc.pid == proc.pid
+
+    applier.undo([start])
+    assert not procs.is_alive(proc) and procs.start_ticks(proc.pid) is None
+    assert nginx._group_members(proc.pid) == []  # no worker left behind
+    assert not instance.record_path.exists() and not instance.running
+    applier.undo([start])  # idempotent
+
+
+def test_a_start_that_fails_half_way_is_undone_cleanly(cfg):
+    applier = nginx.NginxApplier()
+    [start] = nginx.plan(None, cfg)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", cfg.listen_port))
+        taken.listen()
+        with pytest.raises(nginx.NginxError, match="in use"):
+            applier.apply([start])
+    applier.undo([start])
+    assert not nginx.Nginx(cfg.state_dir).running and not nginx.Nginx(cfg.state_dir).record_path.exists()
+
+
+def test_another_process_can_stop_it_from_the_record(cfg, running):
+    master = running.proc
+    stranger = nginx.Nginx(cfg.state_dir)  # knows only the directory
+    assert stranger.status()["pid"] == master.pid
+    with pytest.raises(nginx.NginxError, match="already runs"):
+        stranger.start(cfg)
+    assert stranger.stop() is True
+    assert not procs.is_alive(master) and stranger.status()["running"] is False
+    assert stranger.stop() is False
+
+
+def test_a_dead_master_is_restarted_by_apply(cfg, running):
+    master = running.proc
+    procs.stop(master, sig=signal.SIGKILL, timeout=5)  # a crash: the workers outlive their master
+    time.sleep(0.1)
+    assert not running.running
+    nginx.Nginx(cfg.state_dir).stop()  # clears the record and kills the orphaned workers
+    assert nginx._group_members(master.pid) == []
+    nginx.NginxApplier().apply(nginx.plan(None, cfg))
+    assert running.running and running.proc.pid != master.pid
