@@ -45,6 +45,7 @@ DISTANCES = {"<=>": "cosine", "<->": "l2", "<#>": "ip", "<+>": "l1"}
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000}
 ITERATIVE_SCANS = ("off", "relaxed_order", "strict_order")
 GRAPH_NOTICE = "hnsw graph no longer fits into maintenance_work_mem"
+PARTIAL_SHARE = 0.2  # below this share of rows a filter value gets its own partial HNSW index
 REWRITE_MB_PER_S = 30.0  # rough, conservative rewrite speed for the ALTER TYPE warning (lab: ~35 MB/s)
 
 # The legacy app's statements, reproduced verbatim from lab/legacy/app.py (the app is never imported).
@@ -108,6 +109,7 @@ class Schema:
     distance_operator: str = "<=>"
     pgvector_version: str = "0.8.0"
     server_version_num: int = 180000
+    filter_values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # rows per value of a filter key
 
     @property
     def dimensionless(self) -> bool:
@@ -165,7 +167,12 @@ def distance_operator_of(query_text: str) -> str:
 
 
 def introspect(
-    conn: psycopg.Connection, table: str = TABLE, *, distance_operator: str = "<=>", sample_rows: int = 10_000
+    conn: psycopg.Connection,
+    table: str = TABLE,
+    *,
+    distance_operator: str = "<=>",
+    sample_rows: int = 10_000,
+    filter_keys: Sequence[str] = ("doc_type",),
 ) -> Schema:
     """Read the embedding table's shape, size, indexes and the server's pgvector.
 
@@ -174,6 +181,7 @@ def introspect(
         table: the table, optionally schema-qualified.
         distance_operator: the operator the app orders by (see :func:`distance_operator_of`).
         sample_rows: how many stored vectors to check for their dimension.
+        filter_keys: metadata keys the app filters on; how many rows hold each value is counted.
 
     Raises:
         SchemaError: the table, its ``embedding``/``collection_id``/metadata column or pgvector is missing,
@@ -216,7 +224,24 @@ def introspect(
             distance_operator=distance_operator,
             pgvector_version=version[0] if version else "",
             server_version_num=int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0]),
+            filter_values={key: _value_counts(conn, table_schema, table, meta, key) for key in filter_keys},
         )
+
+
+def _value_counts(conn: psycopg.Connection, table_schema: str, table: str, meta: str, key: str) -> dict[str, int]:
+    """Rows per value of metadata ``key`` (the 50 most common values)."""
+    _check_key(key)
+    rows = conn.execute(
+        sql.SQL("SELECT {} ->> {}, count(*) FROM {} GROUP BY 1 ORDER BY 2 DESC LIMIT 50").format(
+            sql.Identifier(meta), sql.Literal(key), _ident(table_schema, table)
+        )
+    ).fetchall()
+    return {value: int(count) for value, count in rows if value is not None}
+
+
+def _check_key(key: str) -> None:
+    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", key):
+        raise ChangeError(f"filter key {key!r}: allowed are lower-case letters, digits and _, up to 41 characters")
 
 
 def _relation(conn: psycopg.Connection, table: str) -> tuple[int, str, str]:
@@ -292,14 +317,20 @@ def _indexes(conn: psycopg.Connection, oid: int) -> tuple[IndexInfo, ...]:
 
 
 def plan(
-    schema: Schema, *, m: int = 16, ef_construction: int = 64, filter_keys: Sequence[str] = ("doc_type",)
+    schema: Schema,
+    *,
+    m: int = 16,
+    ef_construction: int = 64,
+    filter_keys: Sequence[str] = ("doc_type",),
+    partial_share: float = PARTIAL_SHARE,
 ) -> IndexPlan:
     """Plan the column type fix and the indexes for ``schema``; pure, no server.
 
     Changes come in the order they must be applied: the column (kind ``column``) first, then the
     indexes (kind ``index``). An index that already exists and is valid is not planned again; one
-    that exists INVALID (a failed concurrent build) is dropped and rebuilt. ``notes`` on the result
-    say what was deliberately not planned.
+    that exists INVALID (a failed concurrent build) is dropped and rebuilt. A value of a filter key
+    held by less than ``partial_share`` of the rows gets a partial HNSW index of its own (see
+    :func:`_plan_partial_hnsw`). ``notes`` on the result say what was deliberately not planned.
 
     Raises:
         ChangeError: HNSW cannot index the column (too many dimensions, or no vectors to size it by),
@@ -318,6 +349,7 @@ def plan(
     _plan_gin(schema, result)
     for key in filter_keys:
         _plan_filter_key(schema, key, result)
+        _plan_partial_hnsw(schema, key, dims, m, ef_construction, partial_share, result)
     _plan_collection_btree(schema, result)
     return result
 
@@ -424,6 +456,7 @@ def _plan_hnsw(schema: Schema, dims: int, m: int, ef_construction: int, result: 
             if i.valid
             and i.method == "hnsw"
             and i.name != HNSW_INDEX
+            and " WHERE " not in i.definition  # a partial index serves only its own filter
             and i.columns[:1] == (EMBEDDING,)
             and schema.opclass in i.opclasses
         ),
@@ -499,8 +532,7 @@ def _plan_gin(schema: Schema, result: IndexPlan) -> None:
 
 
 def _plan_filter_key(schema: Schema, key: str, result: IndexPlan) -> None:
-    if not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", key):
-        raise ChangeError(f"filter key {key!r}: allowed are lower-case letters, digits and _, up to 41 characters")
+    _check_key(key)
     meta = schema.metadata_column
     name = f"ragperf_embedding_{key}"
     create = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} (collection_id, ({} ->> {}))").format(
@@ -517,6 +549,50 @@ def _plan_filter_key(schema: Schema, key: str, result: IndexPlan) -> None:
         result,
         method="btree",
     )
+
+
+def legacy_filter_sql(meta: str, key: str, value: str) -> sql.Composed:
+    """The app's ``$eq`` filter on ``key`` with ``value`` as constants, as LangChain compiles it."""
+    return sql.SQL("jsonb_path_match({}, {}::jsonpath, {}::jsonb)").format(
+        sql.Identifier(meta), sql.Literal(f"$.{key} == $value"), sql.Literal(json.dumps({"value": value}))
+    )
+
+
+def _plan_partial_hnsw(
+    schema: Schema, key: str, dims: int, m: int, ef_construction: int, share_limit: float, result: IndexPlan
+) -> None:
+    """A partial HNSW index for each value of ``key`` rarer than ``share_limit`` of the rows.
+
+    The full HNSW index hands ``hnsw.ef_search`` candidates (40 by default) to the filter: a value held
+    by 2 % of the rows leaves about one, where the app asked for 8, and iterative scans find more but
+    not the nearest. A partial index ``WHERE <the app's own filter expression>`` holds only that
+    value's rows; the planner uses it because each request's plan sees the filter's constants
+    (the app opens a new connection per request, so its statements are never generic plans).
+    """
+    counts = schema.filter_values.get(key) or {}
+    total = sum(counts.values())
+    for value, count in sorted(counts.items()):
+        share = count / total if total else 1.0
+        if share >= share_limit:
+            continue
+        if not re.fullmatch(r"[a-z0-9_]{1,30}", value):
+            result.notes.append(f"{key} = {value!r} is rare ({share:.1%}) but not a plain name: no partial index")
+            continue
+        name = f"ragperf_hnsw_{key}_{value}"
+        create = sql.SQL(
+            "CREATE INDEX CONCURRENTLY {} ON {} USING hnsw ({} {}) WITH (m = {}, ef_construction = {}) WHERE {}"
+        ).format(sql.Identifier(name), _ident(schema.table_schema, schema.table), sql.Identifier(EMBEDDING),
+                 sql.SQL(schema.opclass), sql.Literal(m), sql.Literal(ef_construction),
+                 legacy_filter_sql(schema.metadata_column, key, value))  # fmt: skip
+        reason = (
+            f"{key} = '{value}' holds {count:,} of {total:,} rows ({share:.1%}): through the full HNSW index a "
+            f"filtered search keeps about {share:.1%} of hnsw.ef_search candidates, fewer than the k the app asks "
+            "for. A partial index on exactly the app's filter expression serves these searches with full "
+            "results (check rows returned and recall)."
+        )
+        _index_change(schema, name, create, f"hnsw ({EMBEDDING} {schema.opclass}) WHERE {key} = '{value}'", reason,
+                      result, method="hnsw", rows_estimate=count, dims=dims, m=m, ef_construction=ef_construction,
+                      graph_bytes=hnsw_graph_bytes(count, dims, m))  # fmt: skip
 
 
 def _plan_collection_btree(schema: Schema, result: IndexPlan) -> None:

@@ -191,9 +191,10 @@ def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
         "column:langchain_pg_embedding.embedding",
         "index:ragperf_embedding_hnsw",
         "index:ragperf_embedding_doc_type",
+        "index:ragperf_hnsw_doc_type_luat",
         "index:ragperf_embedding_collection_id",
     ]
-    column, hnsw, doc_type, _ = planned
+    column, hnsw, doc_type, partial, _ = planned
     assert (column.before, column.after) == ("vector", "vector(64)")
     assert column.details["sql"].endswith('ALTER COLUMN "embedding" TYPE vector(64)')
     assert column.details["undo_sql"].endswith('ALTER COLUMN "embedding" TYPE vector')
@@ -208,6 +209,11 @@ def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
     )
     assert hnsw.details["undo_sql"] == 'DROP INDEX CONCURRENTLY IF EXISTS "public"."ragperf_embedding_hnsw"'
     assert "jsonb_path_match" in doc_type.reason and "cannot use this index" in doc_type.reason
+    assert schema.filter_values["doc_type"]["luat"] < 0.05 * ROWS  # only the rare value gets a partial index
+    assert partial.details["sql"].endswith(
+        """WHERE jsonb_path_match("cmetadata", '$.doc_type == $value'::jsonpath, '{"value": "luat"}'::jsonb)"""
+    )
+    assert partial.details["rows_estimate"] == schema.filter_values["doc_type"]["luat"]
     assert any("ix_cmetadata_gin" in n and "jsonb_path_match" in n for n in planned.notes)
     assert all(c.to_json()["details"] == dict(c.details) for c in planned)  # journal-safe
 
@@ -274,8 +280,16 @@ def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     at_80 = table[(table.ef_search == 80) & (table.iterative_scan == "off")].iloc[0]
     assert at_80.recall >= 0.9 and at_80.returned_mean == 10
     assert (table.p95_ms >= table.p50_ms).all()
-    # 2 % of the rows are "luat": ef_search = 10 candidates, then the filter, leaves almost nothing ...
-    off, relaxed = rare.set_index("iterative_scan").loc[["off", "relaxed_order"], "returned_mean"]
+    # 2 % of the rows are "luat": its partial index serves the filtered search, full results without iterative scans
+    served = rare.set_index("iterative_scan").loc["off"]
+    assert served.returned_mean == 10 and served.recall >= 0.9
+    with server.connect() as conn:
+        filtered = indexes.explain_legacy_query(conn, _queries(server, 1)[0], k=8, doc_type="luat")
+        assert filtered["uses_index"] == "ragperf_hnsw_doc_type_luat", filtered["plan_text"]
+        conn.execute("DROP INDEX ragperf_hnsw_doc_type_luat")  # the pitfall, without it:
+        pitfall = indexes.recall_at_k(conn, _queries(server, 5), k=10, ef_search_values=(10,), doc_type="luat")
+    # ef_search = 10 candidates, then the filter, leaves almost nothing ...
+    off, relaxed = pitfall.set_index("iterative_scan").loc[["off", "relaxed_order"], "returned_mean"]
     assert off < 5
     # ... unless the scan goes on (pgvector >= 0.8's iterative scan).
     assert relaxed == 10

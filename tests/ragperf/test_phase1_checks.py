@@ -65,3 +65,8 @@ def test_expected_impact_says_met_or_not_for_each_line_of_the_plan():
                                    metrics.phase_criteria("phase1"))  # fmt: skip
     assert list(table["met"]) == ["met", "met", "met", "met", "not met"]
     assert "10.0 → 4.0 ms (-60 %)" in table.iloc[4]["measured"]
+    starved = timings(1.0, 0.5)
+    starved["quality"]["rows"] = 0.02
+    table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": starved},
+                                   metrics.phase_criteria("phase1"))  # fmt: skip
+    assert table.iloc[4]["met"] == "not met" and "but returns 0.02 of 8 rows" in table.iloc[4]["measured"]
