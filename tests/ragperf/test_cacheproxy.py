@@ -1,0 +1,414 @@
+"""The cache add-on against a real Redis and a real (tiny) upstream app over HTTP; nothing is mocked.
+
+The upstream runs in this process on uvicorn (a thread), so the tests can count what reached it; the
+proxy runs as its own process (``python -m ragperf.cacheproxy``), as it will in the lab.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import unicodedata
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from ragperf import cacheproxy, procs, rediscache
+from ragperf.cacheproxy import BYPASS, COALESCED, HIT, MISS, STATUS_HEADER, cache_key, normalise_question
+from ragperf.rediscache import RedisConfig, RedisServer
+
+pytestmark = pytest.mark.skipif(
+    not Path(rediscache.redis_server_binary()).exists(), reason="redis-server is not installed"
+)
+
+DELAY = 0.05
+
+
+class Upstream:
+    """A stand-in of the app: echoes the question after DELAY; 500 for "boom", 422 for bad input or no question."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.questions: Counter[str] = Counter()
+        self.bodies: list[bytes] = []
+        self.app = Starlette(routes=[Route("/ask", self.ask, methods=["POST"]), Route("/health", self.health)])
+
+    async def ask(self, request: Request) -> JSONResponse:
+        raw = await request.body()
+        self.bodies.append(raw)
+        self.n += 1
+        n = self.n
+        await asyncio.sleep(DELAY)
+        try:
+            data = json.loads(raw)
+        except ValueError:
+            return JSONResponse({"detail": "not JSON"}, status_code=422)
+        if not isinstance(data, dict) or not isinstance(data.get("question"), str):
+            return JSONResponse({"detail": "question must be a string"}, status_code=422)
+        if data.get("mode", "fast") not in ("fast", "quality"):
+            return JSONResponse({"detail": "mode must be fast or quality"}, status_code=422)
+        question = data["question"]
+        self.questions[question] += 1
+        if not question:
+            return JSONResponse({"detail": "empty question"}, status_code=422)
+        if question == "boom":
+            return JSONResponse({"detail": "boom"}, status_code=500)
+        return JSONResponse({"answer": f"echo: {question}", "sources": [], "n": n})
+
+    async def health(self, request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+
+class Lab:
+    """The upstream, Redis and the proxy of one test module."""
+
+    def __init__(self, base: Path) -> None:
+        self.base = base
+        self.upstream = Upstream()
+        self.up_port = procs.free_port()
+        self.redis_cfg = RedisConfig(port=procs.free_port(), state_dir=base / "redis")
+        self.redis = RedisServer(self.redis_cfg.state_dir)
+        self.proxy_port = procs.free_port()
+        self.proxy: procs.Proc | None = None
+        self.server: uvicorn.Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.proxy_port}"
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis_cfg.url
+
+    def start(self) -> None:
+        config = uvicorn.Config(self.upstream.app, host="127.0.0.1", port=self.up_port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, name="upstream", daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started:
+            assert time.monotonic() < deadline, "the test upstream did not start"
+            time.sleep(0.02)
+        self.redis.start(self.redis_cfg)
+        argv = [
+            sys.executable,
+            "-m",
+            "ragperf.cacheproxy",
+            "--listen-port",
+            str(self.proxy_port),
+            "--upstream",
+            f"http://127.0.0.1:{self.up_port}",
+            "--redis",
+            self.redis_url,
+            "--ttl",
+            "600",
+            "--key-version",
+            "v1",
+        ]
+        self.proxy = procs.start("cacheproxy", argv, self.base / "proxy.log", port=self.proxy_port)
+        procs.wait_http(f"{self.url}/__cache/health", self.proxy, timeout=20)
+
+    def stop(self) -> None:
+        if self.proxy is not None:
+            procs.stop(self.proxy, timeout=10)
+        self.redis.stop(timeout=10)
+        if self.server is not None and self.thread is not None:
+            self.server.should_exit = True
+            self.thread.join(timeout=10)
+
+    def health(self) -> dict:
+        return httpx.get(f"{self.url}/__cache/health", timeout=10).json()
+
+    def proxy_log(self) -> str:
+        return (self.base / "proxy.log").read_text(errors="replace")
+
+
+@pytest.fixture(scope="module")
+def lab():
+    base = Path(tempfile.mkdtemp(prefix="ragperf-test-cacheproxy-", dir="/var/tmp"))
+    lab = Lab(base)
+    try:
+        lab.start()
+        yield lab
+    finally:
+        try:
+            lab.stop()
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def client(lab):
+    with httpx.Client(base_url=lab.url, timeout=30) as c:
+        yield c
+
+
+def ask(client: httpx.Client, question, mode: str | None = "fast", **extra) -> httpx.Response:
+    body = {"question": question, **extra}
+    if mode is not None:
+        body["mode"] = mode
+    return client.post("/ask", json=body)
+
+
+def status(response: httpx.Response) -> str | None:
+    return response.headers.get(STATUS_HEADER)
+
+
+# -- the key ----------------------------------------------------------------------------------------
+
+
+def test_normalisation_folds_form_case_and_spacing_only():
+    nfc = unicodedata.normalize("NFC", "Luật Đấu thầu")
+    nfd = unicodedata.normalize("NFD", "Luật Đấu thầu")
+    assert nfc != nfd
+    assert normalise_question(nfd) == normalise_question(nfc) == "luật đấu thầu"
+    assert normalise_question("  Luật \t  Đấu\nthầu  ") == "luật đấu thầu"
+    assert normalise_question("LUẬT ĐẤU THẦU") == "luật đấu thầu"
+    assert cache_key(nfd) == cache_key("  luật đấu THẦU ")
+    assert cache_key("luật đấu thầu") != cache_key("luật đấu thầu 2023")
+    assert cache_key("luật đấu thầu") != cache_key("luật đấu thầu", "quality")
+    assert cache_key("luật đấu thầu") != cache_key("luật đấu thầu", version="v2")
+    assert cache_key("luật đấu thầu") != cache_key("luật đấu thầu", extra={"top_k": 3})
+    assert cache_key("a", version="v7").startswith("ragperf:ask:v7:")
+    with pytest.raises(ValueError, match="key version"):
+        cache_key("a", version="v*")
+
+
+def test_ask_key_takes_well_formed_questions_only():
+    assert cacheproxy.ask_key(b'{"question": "a"}', "v1") == cacheproxy.ask_key(b'{"question":"A","mode":"fast"}', "v1")
+    for body in (b"", b"not json", b"[]", b'{"question": 5}', b'{"mode": "fast"}', b'{"question": "a", "mode": "x"}'):
+        assert cacheproxy.ask_key(body, "v1") is None, body
+    assert cacheproxy.ask_key(b"[" * 100_000, "v1") is None
+    lone = cacheproxy.ask_key(b'{"question": "a\\ud800"}', "v1")
+    assert lone is not None and lone != cacheproxy.ask_key(b'{"question": "a"}', "v1")
+    assert cacheproxy.cacheable(200, b'{"answer": "x", "sources": []}')
+    assert not cacheproxy.cacheable(200, b'{"answer": null}')
+    assert not cacheproxy.cacheable(200, b"not json")
+    assert not cacheproxy.cacheable(500, b'{"answer": "x"}')
+
+
+# -- through the proxy ------------------------------------------------------------------------------
+
+
+def test_same_question_twice_is_a_miss_then_a_hit(lab, client):
+    first = ask(client, "What is a bid bond?")
+    n_after_first = lab.upstream.n
+    second = ask(client, "What is a bid bond?")
+    assert (first.status_code, status(first)) == (200, MISS)
+    assert (second.status_code, status(second)) == (200, HIT)
+    assert second.json() == first.json()
+    assert second.headers["content-type"].startswith("application/json")
+    assert lab.upstream.n == n_after_first  # the hit never reached the app
+    assert lab.upstream.questions["What is a bid bond?"] == 1
+
+
+def test_unicode_form_case_and_spacing_share_an_entry(lab, client):
+    nfc = unicodedata.normalize("NFC", "Luật Đấu thầu")
+    nfd = unicodedata.normalize("NFD", "Luật Đấu thầu")
+    assert status(ask(client, nfc)) == MISS
+    assert status(ask(client, nfd)) == HIT
+    assert status(ask(client, "  Luật   Đấu thầu  ")) == HIT
+    assert status(ask(client, "luật đấu thầu")) == HIT
+    assert status(ask(client, "LUẬT ĐẤU THẦU", mode=None)) == HIT  # mode defaults to fast
+    assert (
+        sum(lab.upstream.questions[q] for q in lab.upstream.questions if normalise_question(q) == "luật đấu thầu") == 1
+    )
+
+
+def test_other_words_or_another_mode_do_not_share(lab, client):
+    assert status(ask(client, "Luật Đầu tư")) == MISS
+    assert status(ask(client, "Luật Đầu tư công")) == MISS
+    assert status(ask(client, "Luật Đầu tư", mode="quality")) == MISS
+    assert status(ask(client, "Luật Đầu tư", mode="quality")) == HIT
+    reply = ask(client, "Luật Đầu tư công")
+    assert status(reply) == HIT and reply.json()["answer"] == "echo: Luật Đầu tư công"
+
+
+def test_errors_are_never_cached(lab, client):
+    for _ in range(2):
+        boom = ask(client, "boom")
+        assert (boom.status_code, status(boom)) == (500, MISS)
+        empty = ask(client, "")
+        assert (empty.status_code, status(empty)) == (422, MISS)
+    assert lab.upstream.questions["boom"] == 2
+    assert lab.upstream.questions[""] == 2
+
+
+def test_malformed_questions_pass_through_untouched(lab, client):
+    bodies = [b'{"question": 5}', b'{"question": "x", "mode": "slow"}', b"[1, 2]", b"{not json"]
+    for body in bodies * 2:
+        before = len(lab.upstream.bodies)
+        reply = client.post("/ask", content=body, headers={"content-type": "application/json"})
+        assert reply.status_code == 422 and STATUS_HEADER not in reply.headers
+        assert lab.upstream.bodies[before:] == [body]  # exactly as sent
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json() == {"status": "ok"}
+    assert STATUS_HEADER not in health.headers
+    assert client.get("/nowhere").status_code == 404
+
+
+def test_concurrent_requests_do_not_mix_and_reach_the_app_once_per_question(lab):
+    questions = [f"concurrent question number {i}?" for i in range(10)]
+
+    async def run() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=100)
+        async with httpx.AsyncClient(base_url=lab.url, timeout=30, limits=limits) as c:
+            return await asyncio.gather(*(ask_async(c, questions[i % 10]) for i in range(50)))
+
+    async def ask_async(c: httpx.AsyncClient, q: str) -> httpx.Response:
+        return await c.post("/ask", json={"question": q, "mode": "quality"})
+
+    replies = asyncio.run(run())
+    for i, reply in enumerate(replies):
+        assert reply.status_code == 200
+        assert reply.json()["answer"] == f"echo: {questions[i % 10]}"  # its own question, no cross-talk
+    for q in questions:
+        assert lab.upstream.questions[q] == 1, q  # single flight: the app saw each question once
+        marks = Counter(status(r) for i, r in enumerate(replies) if questions[i % 10] == q)
+        assert marks[MISS] == 1 and marks[MISS] + marks[COALESCED] + marks[HIT] == 5, marks
+    assert lab.health()["coalesced"] > 0
+
+
+def test_followers_of_a_failing_request_get_its_error(lab):
+    async def run() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=lab.url, timeout=30) as c:
+            return await asyncio.gather(*(c.post("/ask", json={"question": "boom"}) for _ in range(5)))
+
+    before = lab.upstream.questions["boom"]
+    replies = asyncio.run(run())
+    assert [r.status_code for r in replies] == [500] * 5
+    assert sorted(status(r) for r in replies) == sorted([MISS] + [COALESCED] * 4)
+    assert lab.upstream.questions["boom"] == before + 1
+    assert status(ask(httpx.Client(base_url=lab.url), "boom")) == MISS  # and nothing was stored
+
+
+def _wait_for(predicate, timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(step)
+    return False
+
+
+def test_redis_outage_bypasses_the_cache_and_recovers(lab, client):
+    before = lab.health()
+    assert before["redis_up"] is True
+    marks: list[str | None] = []
+    try:
+        for i in range(4):
+            reply = ask(client, f"outage question {i % 2}")
+            assert reply.status_code == 200
+            marks.append(status(reply))
+        assert marks == [MISS, MISS, HIT, HIT]
+        lab.redis.stop(timeout=10)
+        for i in range(8):
+            started = time.monotonic()
+            reply = ask(client, f"outage question {i % 3}")
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["answer"] == f"echo: outage question {i % 3}"
+            assert status(reply) == BYPASS
+            assert time.monotonic() - started < 1.0
+        during = lab.health()
+        assert during["redis_up"] is False
+        assert during["bypassed"] - before["bypassed"] == 8
+    finally:
+        if not lab.redis.running:
+            lab.redis.start(lab.redis_cfg)  # same port, empty
+
+    # Caching resumes by itself (Redis is tried again at most every second).
+    def cached_again() -> bool:
+        return [status(ask(client, "after the outage")) for _ in range(2)][-1] == HIT
+
+    assert _wait_for(cached_again, timeout=5, step=0.1)
+    after = lab.health()
+    assert after["redis_up"] is True and after["outages"] == before["outages"] + 1
+    log = lab.proxy_log()
+    assert log.count("bypassing the cache until it answers again") == after["outages"]  # once per outage
+    assert log.count("is back after") == after["outages"]
+
+
+def test_a_hung_redis_times_out_into_bypass(lab, client):
+    proc = lab.redis.proc()
+    assert proc is not None
+    assert status(ask(client, "hung question")) in (MISS, BYPASS)
+    os.kill(proc.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            started = time.monotonic()
+            reply = ask(client, "hung question")
+            assert reply.status_code == 200 and status(reply) == BYPASS
+            assert time.monotonic() - started < 1.0  # 0.2 s socket timeout + the app's 50 ms
+    finally:
+        os.kill(proc.pid, signal.SIGCONT)
+    assert _wait_for(lambda: status(ask(client, "hung question")) == HIT, timeout=5, step=0.1)
+
+
+def test_purge_deletes_the_answers_and_nothing_else(lab, client):
+    for q in ("purge one", "purge two"):
+        ask(client, q)
+        assert status(ask(client, q)) == HIT
+    with redis.Redis.from_url(lab.redis_url) as r:
+        r.set("ragperf:ask:v2:other-version", "x")
+        r.set("unrelated:key", "keep me")
+        assert cacheproxy.purge(lab.redis_url, key_version="v2") == 1
+        deleted = cacheproxy.purge(lab.redis_url)
+        assert deleted >= 2
+        assert list(r.scan_iter(match="ragperf:ask:*")) == []
+        assert r.get("unrelated:key") == b"keep me"
+    assert status(ask(client, "purge one")) == MISS
+    assert status(ask(client, "purge one")) == HIT
+    reply = client.post("/__cache/purge")
+    assert reply.status_code == 200 and reply.json()["deleted"] >= 1
+    assert status(ask(client, "purge one")) == MISS
+    assert client.post("/__cache/purge", params={"key_version": "bad*"}).status_code == 400
+
+
+def test_health_counts(lab):
+    health = lab.health()
+    for name in ("hits", "misses", "coalesced", "bypassed", "stored", "errors_not_cached", "redis_up"):
+        assert name in health
+    assert health["hits"] > 0 and health["misses"] > 0 and health["stored"] > 0
+    assert health["errors_not_cached"] >= 4
+
+
+def test_hit_overhead(lab, capsys):
+    result = cacheproxy.hit_overhead(lab.url, n=200)
+    assert result["hits"] == 200
+    assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
+    with capsys.disabled():
+        print(f"\nhit overhead through the proxy: {result}")
+
+
+def test_build_app_in_process(lab):
+    """The same application without a server: in one event loop through httpx's ASGI transport."""
+
+    async def run() -> list[str | None]:
+        app = cacheproxy.build_app(f"http://127.0.0.1:{lab.up_port}", lab.redis_url, ttl=30, key_version="inproc")
+        try:
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
+                return [
+                    (await c.post("/ask", json={"question": "in process"})).headers.get(STATUS_HEADER) for _ in range(2)
+                ]
+        finally:
+            await app.aclose()
+
+    assert asyncio.run(run()) == [MISS, HIT]
+    assert cacheproxy.purge(lab.redis_url, key_version="inproc") == 1
