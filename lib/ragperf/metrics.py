@@ -51,6 +51,9 @@ FAILURE_CLASSES = (
 )
 # nginx's $upstream_cache_status values that mean the answer came from the cache.
 CACHE_HIT_STATUSES = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
+SHARED_COLUMN = "shared_cache_status"  # the Redis cache add-on's X-Shared-Cache-Status
+SERVED_BY = ("nginx", "redis", "coalesced", "app", "unknown")
+CACHED = ("nginx", "redis")
 UNITS = ("s", "%", "x", "users", "req/s", "count", "ratio")
 
 
@@ -127,6 +130,17 @@ REGISTRY: dict[str, Metric] = _registry(
     Metric("failures", "Failed requests", "count", True, "requests not answered OK"),
     *(_failure_metric(cls) for cls in FAILURE_CLASSES),
     Metric("hit_rate", "Cache hit rate", "%", False, "requests served from the cache / requests with a cache status"),
+    Metric("hit_rate_zipf_low", "Hit rate, Zipf (flatter popularity)", "%", False,
+           "requests served by nginx or Redis, the Zipf workload with the lower exponent, from an empty cache"),
+    Metric("hit_rate_zipf_high", "Hit rate, Zipf (steeper popularity)", "%", False,
+           "requests served by nginx or Redis, the Zipf workload with the higher exponent, from an empty cache"),
+    Metric("hit_rate_replay", "Hit rate, replayed log", "%", False,
+           "requests served by nginx or Redis when a recorded sequence of questions is replayed, from an empty cache"),
+    Metric("cached_p50", "Cached answers: p50", "s", True, "median latency of the answers nginx or Redis served"),
+    Metric("cached_p95", "Cached answers: p95", "s", True, "p95 latency of the answers nginx or Redis served"),
+    Metric("uncached_p95", "Uncached answers: p95", "s", True, "p95 latency of the answers that reached the app"),
+    Metric("backend_load_reduction", "Backend load reduction", "%", False,
+           "100 − the percentage of requests that reached the app, counted by the cache add-on itself"),
     Metric("recall", "Recall@k", "ratio", False, "share of the exact search's top k that the index returned"),
 )  # fmt: skip
 
@@ -186,14 +200,64 @@ def _failures_by_class(records: pd.DataFrame) -> dict[str, int]:
     return counts
 
 
-def _hit_rate(records: pd.DataFrame) -> float | None:
-    if "cache_status" not in records:
-        return None
-    status = records["cache_status"].fillna("").astype(str).str.strip().str.upper()
-    reported = status[status != ""]
+def cache_status_of(records: pd.DataFrame, column: str) -> pd.Series:
+    """A cache status column, stripped and upper-cased ("" where absent)."""
+    if column not in records:
+        return pd.Series("", index=records.index, dtype=str)
+    return records[column].fillna("").astype(str).str.strip().str.upper()
+
+
+def served_by(records: pd.DataFrame) -> pd.Series:
+    """Where each answer came from, by the cache headers the load test recorded (one of :data:`SERVED_BY`).
+
+    nginx's ``X-Cache-Status`` (``cache_status``) wins: an entry nginx serves keeps the header the Redis
+    layer sent when it was stored. Then the Redis add-on's ``X-Shared-Cache-Status``
+    (``shared_cache_status``): HIT is ``redis``, COALESCED (waited for another request's trip to the app)
+    is ``coalesced``. Any other reported status (MISS, BYPASS, EXPIRED ...) reached the ``app``;
+    ``unknown`` is a response without any cache header (no cache in front, or no response at all).
+    """
+    nginx, shared = cache_status_of(records, "cache_status"), cache_status_of(records, SHARED_COLUMN)
+    where = np.select(
+        [nginx.isin(CACHE_HIT_STATUSES), shared == "HIT", shared == "COALESCED", (nginx != "") | (shared != "")],
+        ["nginx", "redis", "coalesced", "app"],
+        default="unknown",
+    )
+    return pd.Series(where, index=records.index, dtype=str)
+
+
+def hit_rate(records: pd.DataFrame) -> float | None:
+    """% of the requests with a cache header that nginx or Redis served; None when none has a header."""
+    served = served_by(records)
+    reported = served[served != "unknown"]
     if reported.empty:
         return None
-    return float(100.0 * reported.isin(CACHE_HIT_STATUSES).mean())
+    return float(100.0 * reported.isin(CACHED).mean())
+
+
+def cache_layers(records: pd.DataFrame) -> pd.DataFrame:
+    """Per (scenario, step): the share of requests each layer served and the latency of cached vs uncached ones.
+
+    Columns: scenario, step, users_target, requests, ``<layer>_pct`` for each of :data:`SERVED_BY`, hit_rate
+    (% of requests with a cache header served by nginx or Redis), app_pct_of_reported (the requests that
+    still reached the app, of those with a header), and hit/miss p50 and p95 in seconds (``miss``: reached
+    the app or waited for a request that did).
+    """
+    rows = []
+    for scenario, step, group in _groups(records):
+        served = served_by(group)
+        reported = served[served != "unknown"]
+        hits = group.loc[served.isin(CACHED), "latency_s"].to_numpy(float)
+        misses = group.loc[served.isin(("app", "coalesced")), "latency_s"].to_numpy(float)
+        row: dict[str, Any] = {"scenario": scenario, "step": step, "users_target": int(group["users_target"].iloc[0]),
+                               "requests": len(group)}  # fmt: skip
+        row.update({f"{layer}_pct": 100.0 * float((served == layer).mean()) for layer in SERVED_BY})
+        row["hit_rate"] = hit_rate(group)
+        row["app_pct_of_reported"] = 100.0 * float((reported == "app").mean()) if len(reported) else math.nan
+        for name, values in (("hit", hits), ("miss", misses)):
+            p50, p95 = np.percentile(values, [50, 95]) if values.size else (math.nan, math.nan)
+            row[f"{name}_p50"], row[f"{name}_p95"], row[f"{name}_count"] = float(p50), float(p95), int(values.size)
+        rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def summarize(records: pd.DataFrame) -> dict[str, Any]:
@@ -222,7 +286,7 @@ def summarize(records: pd.DataFrame) -> dict[str, Any]:
     summary["throughput_rps"] = ok_count / wall if wall > 0 else math.nan
     summary["request_rps"] = n / wall if wall > 0 else math.nan
     summary["failures_by_class"] = _failures_by_class(records) if n else dict.fromkeys(FAILURE_CLASSES, 0)
-    summary["hit_rate"] = _hit_rate(records)
+    summary["hit_rate"] = hit_rate(records)
     return summary
 
 
@@ -372,7 +436,7 @@ def _cache(records: pd.DataFrame) -> dict[str, Any]:
         "cache_speedup": m1 / m2 if m2 > 0 else math.nan,
         "cache_first_median": m1,
         "cache_second_median": m2,
-        "cache_hit_rate": _hit_rate(records[records[ASK_COLUMN] == "second"]),
+        "cache_hit_rate": hit_rate(records[records[ASK_COLUMN] == "second"]),
     }
 
 
@@ -443,15 +507,15 @@ def phase_metrics(
     result["ladder"] = ladder_info
     result["query_latency"] = {"questions_total": questions_total, "time_limit_s": time_limit_s}
     result["steps"] = _steps_json([query_latency, fixed, ladder, cache])
-    return _plain(result)
+    return plain(result)
 
 
-def _plain(obj: Any) -> Any:
-    """JSON-safe copy: builtin types only, NaN and infinities as None."""
+def plain(obj: Any) -> Any:
+    """A JSON-safe copy: builtin types only, NaN and infinities as None."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple | set | frozenset):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     if isinstance(obj, bool | np.bool_):
         return bool(obj)
     if isinstance(obj, int | np.integer):
@@ -471,7 +535,7 @@ def write_metrics_json(path: str | Path, metrics: Mapping[str, Any]) -> Path:
     """Write ``metrics`` as plain JSON (NaN as null) and return the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_plain(metrics), indent=2, allow_nan=False) + "\n")
+    path.write_text(json.dumps(plain(metrics), indent=2, allow_nan=False) + "\n")
     return path
 
 

@@ -245,3 +245,29 @@ def test_verdict_text_is_plain_english():
     assert text.startswith("Phase 1 meets 2 of the users' 3 success criteria.")
     assert "3.81 s" in text and "fail" in text
     assert metrics.format_value(26.7, "%") == "26.7 %" and metrics.format_value(1.24, "x") == "1.24x"
+
+
+def test_served_by_reads_both_cache_layers():
+    records = pd.DataFrame({
+        "cache_status": ["HIT", "HIT", "MISS", "MISS", "BYPASS", "MISS", "", "", "EXPIRED"],
+        "shared_cache_status": ["MISS", "", "HIT", "COALESCED", "HIT", "MISS", "BYPASS", "", "MISS"],
+    })  # fmt: skip
+    assert metrics.served_by(records).tolist() == ["nginx", "nginx", "redis", "coalesced", "redis", "app", "app",
+                                                   "unknown", "app"]  # fmt: skip
+    # of the 8 requests with a header, 4 came from a cache
+    assert metrics.hit_rate(records) == 50.0
+    assert metrics.hit_rate(records.drop(columns="shared_cache_status").iloc[6:8]) is None
+
+
+def test_cache_layers_splits_shares_and_latency_by_layer():
+    records = pd.DataFrame({
+        "scenario": "fixed", "step": "users=5", "users_target": 5, "ok": True, "start": range(6),
+        "latency_s": [0.002, 0.004, 1.0, 2.0, 1.5, 0.003],
+        "cache_status": ["HIT", "HIT", "MISS", "MISS", "MISS", "MISS"],
+        "shared_cache_status": ["MISS", "MISS", "MISS", "MISS", "COALESCED", "HIT"],
+    })  # fmt: skip
+    (row,) = metrics.cache_layers(records).to_dict("records")
+    assert row["requests"] == 6 and row["hit_count"] == 3 and row["miss_count"] == 3
+    assert row["nginx_pct"] == pytest.approx(100 * 2 / 6) and row["redis_pct"] == pytest.approx(100 / 6)
+    assert row["app_pct"] == pytest.approx(100 * 2 / 6) and row["coalesced_pct"] == pytest.approx(100 / 6)
+    assert row["hit_rate"] == 50.0 and row["hit_p95"] < 0.005 and 1.0 <= row["miss_p50"] <= 2.0

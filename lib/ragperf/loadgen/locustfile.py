@@ -255,5 +255,6 @@ def _record(state: _State, item, resp, start: float, latency: float, active: int
         error=error,
         response_bytes=int(resp.request_meta.get("response_length") or 0),
         cache=recording.cache_status(resp.headers),
+        shared_cache=recording.shared_cache_status(resp.headers),
         active_users=active,
     )

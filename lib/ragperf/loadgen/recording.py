@@ -30,7 +30,8 @@ RECORD_DTYPES: dict[str, type] = {
     "ok": bool,
     "error": str,  # one of ERRORS
     "response_bytes": int,
-    "cache_status": str,  # X-Cache-Status, else X-Cache, else ""
+    "cache_status": str,  # X-Cache-Status, else X-Cache, else "" (nginx's per-host cache)
+    "shared_cache_status": str,  # X-Shared-Cache-Status, else "" (the Redis cache add-on behind nginx)
     "active_users": int,  # users running in this Locust process when the request started
     "question_id": int,
     "mode": str,
@@ -218,16 +219,21 @@ def classify(
     return ""
 
 
-def cache_status(headers: Mapping[str, object] | None) -> str:
-    """The value of X-Cache-Status, else of X-Cache, else ""; header names in any case."""
+def cache_status(headers: Mapping[str, object] | None, names: tuple[str, ...] = ("x-cache-status", "x-cache")) -> str:
+    """The value of the first of ``names`` present (X-Cache-Status, else X-Cache), else ""; names in any case."""
     if not headers:
         return ""
     lowered = {str(k).lower(): v for k, v in headers.items()}
-    for name in ("x-cache-status", "x-cache"):
+    for name in names:
         value = lowered.get(name)
         if value is not None:
             return ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
     return ""
+
+
+def shared_cache_status(headers: Mapping[str, object] | None) -> str:
+    """The value of X-Shared-Cache-Status (the Redis cache add-on's), else ""."""
+    return cache_status(headers, ("x-shared-cache-status",))
 
 
 def make_record(
@@ -242,6 +248,7 @@ def make_record(
     response_bytes: int,
     cache: str,
     active_users: int,
+    shared_cache: str = "",
 ) -> dict[str, object]:
     """One row of the record schema (:data:`RECORD_COLUMNS`)."""
     if error not in ERRORS:
@@ -258,6 +265,7 @@ def make_record(
         "error": error,
         "response_bytes": int(response_bytes or 0),
         "cache_status": cache,
+        "shared_cache_status": shared_cache,
         "active_users": int(active_users),
         "question_id": int(item.id),
         "mode": item.mode,
