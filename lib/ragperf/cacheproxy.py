@@ -2,7 +2,7 @@
 
 Run it as ``python -m ragperf.cacheproxy --listen-port P --upstream http://127.0.0.1:APP
 --redis redis://127.0.0.1:R/0 --ttl 600 [--key-version v1]``, or in-process with :func:`build_app`
-(an ASGI application).
+(an ASGI application), or as a process ragperf starts and stops by its PID with :class:`ProxyServer`.
 
 What it caches: ``POST /ask`` (no query string, a JSON content type) whose body is a JSON object with
 a string ``question`` and a ``mode`` of ``fast`` or ``quality`` (``fast`` when absent, as in the app).
@@ -13,9 +13,11 @@ only in Unicode form, case or spacing share an entry and nothing else does:
 Only ``200`` answers whose body is a JSON object with a string ``answer`` are stored, for ``ttl``
 seconds; errors, 4xx and 5xx never are. Every other request (other paths and methods, and bodies that
 are not a well-formed question, whose 422 must reach the client as is) is passed through untouched and
-carries no ``X-Cache-Status``.
+carries no ``X-Shared-Cache-Status``.
 
-``X-Cache-Status`` on every answer of the cached path says where it came from:
+``X-Shared-Cache-Status`` on every answer of the cached path says where it came from. It is not
+``X-Cache-Status``: an nginx in front of the add-on adds that header for its own cache, and the load
+test records both layers separately.
 
 * ``HIT``: from Redis.
 * ``MISS``: this request went to the upstream (and its answer was stored if it was cacheable). Before
@@ -39,6 +41,12 @@ memory of the old entries. :func:`hit_overhead` measures what a HIT costs end to
 
 Bodies are buffered (requests and responses alike), which suits a JSON API; streamed responses are not
 streamed through.
+
+:class:`ProxyServer` runs one add-on process (``sys.executable -m ragperf.cacheproxy``) whose files live
+in a state directory: ``cacheproxy.json`` (the process record: PID, start time and the
+:class:`ProxyConfig`, so another Python process can look at it or stop it) and ``cacheproxy.log`` (its
+output). A start counts once ``GET /__cache/health`` answers. :class:`ProxyApplier` makes and undoes
+``cacheproxy`` changes of the change model; :func:`plan` plans them.
 """
 
 from __future__ import annotations
@@ -47,14 +55,18 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import json
 import logging
 import math
+import os
 import re
+import sys
 import time
 import unicodedata
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -64,12 +76,20 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ragperf import procs
+from ragperf.changes import Change, ChangeError, Config, check_int
+
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "ragperf:ask:"
 MODES = ("fast", "quality")
 DEFAULT_MODE = "fast"
-STATUS_HEADER = "x-cache-status"
+STATUS_HEADER = "x-shared-cache-status"  # nginx in front adds its own X-Cache-Status
+HEALTH_PATH = "/__cache/health"
+KIND = "cacheproxy"
+CHANGE_NAME = "cache"
+RECORD = "cacheproxy.json"
+LOG = "cacheproxy.log"
 HIT, MISS, COALESCED, BYPASS = "HIT", "MISS", "COALESCED", "BYPASS"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 # Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the proxy recomputes.
@@ -383,7 +403,7 @@ class CacheProxy:
 
     async def _handle(self, scope: Scope, receive: Receive) -> Reply:
         method, path, query = scope["method"], scope["path"], scope.get("query_string", b"")
-        if path == "/__cache/health" and method == "GET":
+        if path == HEALTH_PATH and method == "GET":
             up = await self.ping()
             return _json_reply(200, {**self.counters.as_dict(), "redis_up": up, "in_flight": len(self._flights)})
         if path == "/__cache/purge" and method == "POST":
@@ -594,12 +614,20 @@ def _percentile(sorted_values: Sequence[float], q: float) -> float:
 
 
 def hit_overhead(
-    proxy_url: str, n: int = 200, *, question: str = "ragperf cache hit overhead probe", mode: str = DEFAULT_MODE
+    proxy_url: str,
+    n: int = 200,
+    *,
+    question: str = "ragperf cache hit overhead probe",
+    mode: str = DEFAULT_MODE,
+    header: str = STATUS_HEADER,
 ) -> dict[str, Any]:
     """Ask one question ``n`` times through the proxy after a warm-up; the latency of the HITs in ms.
 
-    Returns ``n``, ``hits`` (answers marked HIT), ``p50_ms``, ``p95_ms``, ``mean_ms`` and ``max_ms``, measured
-    on one kept-alive connection from this process (so they include the client's own HTTP overhead).
+    Returns ``n``, ``hits`` (answers whose ``header``, by default ``X-Shared-Cache-Status``, is ``HIT``),
+    ``p50_ms``, ``p95_ms``, ``mean_ms`` and ``max_ms``, measured on one kept-alive connection from this
+    process (so they include the client's own HTTP overhead). ``proxy_url`` is the add-on itself: an nginx
+    in front answers repeats from its own cache, replaying the add-on's header as it was when nginx stored
+    the answer; to time nginx's own hits, give its URL and ``header="x-cache-status"``.
     """
     if n <= 0:
         raise ValueError(f"n must be positive, not {n!r}")
@@ -614,11 +642,13 @@ def hit_overhead(
             response = client.post("/ask", json=payload)
             elapsed = (time.perf_counter() - started) * 1000
             response.raise_for_status()
-            if response.headers.get(STATUS_HEADER) == HIT:
+            if response.headers.get(header) == HIT:
                 hits += 1
                 timings.append(elapsed)
     if not timings:
-        raise RuntimeError(f"no HIT in {n} requests to {proxy_url}: is Redis up? (warm-up said {warm.headers})")
+        raise RuntimeError(
+            f"no {header}: {HIT} in {n} requests to {proxy_url}: is Redis up? (warm-up said {warm.headers})"
+        )
     timings.sort()
     return {
         "n": n,
@@ -628,6 +658,368 @@ def hit_overhead(
         "mean_ms": round(sum(timings) / len(timings), 3),
         "max_ms": round(timings[-1], 3),
     }
+
+
+# -- the add-on as a process ragperf starts and stops --------------------------------------------------
+
+
+class ProxyError(ChangeError):
+    """The cache add-on could not be started, asked or stopped."""
+
+
+@dataclass(frozen=True)
+class ProxyConfig(Config):
+    """How the cache add-on runs: where it listens, what it talks to, and its cache settings.
+
+    ``upstream`` is the app's base URL (``http://host:port``), ``redis_url`` the Redis that holds the
+    answers (``redis://host:port/db``, no password: the URL is on the command line and in the process
+    record), ``state_dir`` where the process record and the log live. ``ttl_s`` and ``key_version`` are
+    the cache's (see the module's docstring), ``timeout_s`` bounds the wait for the app,
+    ``redis_timeout_s`` every Redis call (past it a request bypasses the cache), ``max_connections`` the
+    pool to the app.
+
+    Raises ValueError (naming the field and what is allowed) when a value is not valid.
+    """
+
+    listen_port: int
+    upstream: str
+    redis_url: str
+    state_dir: Path
+    ttl_s: int = 600
+    key_version: str = "v1"
+    timeout_s: float = 60.0
+    redis_timeout_s: float = 0.2
+    max_connections: int = 200
+    listen_host: str = "127.0.0.1"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
+        check_int("listen_port", self.listen_port, 1, 65535)
+        _check_ipv4("listen_host", self.listen_host)
+        object.__setattr__(self, "upstream", _check_upstream(self.upstream))
+        _check_redis_url(self.redis_url)
+        check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
+        if not isinstance(self.key_version, str) or not _VERSION_RE.match(self.key_version):
+            raise ValueError(f"key_version: must be 1-64 letters, digits, '.', '-' or '_', not {self.key_version!r}")
+        _check_seconds("timeout_s", self.timeout_s, 0.001, 86400)
+        _check_seconds("redis_timeout_s", self.redis_timeout_s, 0.001, 60)
+        check_int("max_connections", self.max_connections, 1, 100_000)
+        host, port = _UPSTREAM_RE.match(self.upstream).group(1, 2)  # type: ignore[union-attr]
+        if int(port) == self.listen_port and host in ("127.0.0.1", "localhost", self.listen_host):
+            raise ValueError(f"upstream: {self.upstream} is the add-on's own address; give the app's")
+
+    @property
+    def url(self) -> str:
+        """Where clients reach the add-on (the loopback address when it listens on every interface)."""
+        host = "127.0.0.1" if self.listen_host == "0.0.0.0" else self.listen_host
+        return f"http://{host}:{self.listen_port}"
+
+    def argv(self) -> list[str]:
+        """The command line that runs the add-on with this configuration (this Python, ``-m ragperf.cacheproxy``)."""
+        return [
+            sys.executable, "-m", "ragperf.cacheproxy",
+            "--listen-host", self.listen_host,
+            "--listen-port", str(self.listen_port),
+            "--upstream", self.upstream,
+            "--redis", self.redis_url,
+            "--ttl", str(self.ttl_s),
+            "--key-version", self.key_version,
+            "--timeout", repr(float(self.timeout_s)),
+            "--redis-timeout", repr(float(self.redis_timeout_s)),
+            "--max-connections", str(self.max_connections),
+        ]  # fmt: skip
+
+
+_UPSTREAM_RE = re.compile(r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})/?$")
+_REDIS_URL_RE = re.compile(r"^rediss?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})(?:/(\d{1,2}))?$")
+
+
+def _check_seconds(name: str, value: object, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ValueError(f"{name}: must be a number of seconds from {low:g} to {high:g}, not {value!r}")
+
+
+def _check_ipv4(name: str, value: object) -> None:
+    try:
+        ipaddress.IPv4Address(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not an IPv4 address (0.0.0.0 for every interface)") from None
+
+
+def _check_upstream(value: object) -> str:
+    """The upstream without a trailing slash; ValueError unless it is ``http://host:port``."""
+    match = _UPSTREAM_RE.match(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(f"upstream: {value!r} is not a base URL http://host:port (port 1-65535, no path)")
+    return value.rstrip("/")  # type: ignore[union-attr]
+
+
+def _check_redis_url(value: object) -> None:
+    match = _REDIS_URL_RE.match(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 65535:
+        raise ValueError(
+            f"redis_url: {value!r} is not redis://host:port[/db] (port 1-65535, no password: the URL is "
+            "written to the command line and the process record)"
+        )
+
+
+class ProxyServer:
+    """One cache add-on process whose record and log live in ``state_dir``; stopped by its recorded PID.
+
+    The process record (``cacheproxy.json``: the process and its :class:`ProxyConfig`) lets any Python
+    process look at or stop an add-on another one started. ``timeout`` bounds the wait for a start.
+    """
+
+    def __init__(self, state_dir: Path, *, timeout: float = 20.0) -> None:
+        self.state_dir = Path(state_dir).absolute()
+        self.timeout = timeout
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / RECORD
+
+    @property
+    def log_path(self) -> Path:
+        return self.state_dir / LOG
+
+    def _record(self) -> dict[str, Any] | None:
+        try:
+            text = self.record_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            log.warning("ignoring an unreadable process record %s", self.record_path)
+            return None
+        return record if isinstance(record, dict) and "proc" in record else None
+
+    @property
+    def proc(self) -> procs.Proc | None:
+        """The recorded process, alive or not; None when nothing was recorded."""
+        record = self._record()
+        return procs.Proc.from_json(record["proc"]) if record else None
+
+    @property
+    def config(self) -> ProxyConfig | None:
+        """The configuration the running add-on was started with; None when none runs."""
+        record = self._record()
+        return ProxyConfig.from_dict(record["config"]) if record and self.running else None
+
+    @property
+    def running(self) -> bool:
+        """True if the recorded process still runs (same PID and start time)."""
+        proc = self.proc
+        return proc is not None and procs.is_alive(proc)
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running add-on.
+
+        Raises:
+            ProxyError: none runs from this state directory.
+        """
+        cfg = self.config
+        if cfg is None:
+            raise ProxyError(f"no cache add-on runs from {self.state_dir}")
+        return cfg.url
+
+    def health(self, timeout: float = 5.0) -> dict[str, Any]:
+        """The running add-on's ``/__cache/health``: its counters, ``redis_up`` and ``in_flight``.
+
+        Raises:
+            ProxyError: none runs, or it did not answer 200.
+        """
+        url = f"{self.url}{HEALTH_PATH}"
+        try:
+            with httpx.Client(timeout=timeout, trust_env=False) as client:
+                response = client.get(url)
+        except httpx.HTTPError as exc:
+            raise ProxyError(f"the cache add-on did not answer {url} ({type(exc).__name__}: {exc})") from None
+        if response.status_code != 200:
+            raise ProxyError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
+        return response.json()
+
+    def status(self) -> dict[str, Any]:
+        """What runs (JSON values): PID, port, URL, configuration, log, and the health counters when it runs."""
+        record = self._record() or {}
+        running = self.running
+        proc = record.get("proc") or {}
+        result: dict[str, Any] = {
+            "state_dir": str(self.state_dir),
+            "running": running,
+            "pid": proc.get("pid") if running else None,
+            "port": proc.get("port") if running else None,
+            "url": self.url if running else None,
+            "config": record.get("config") if running else None,
+            "log": str(self.log_path),
+            "health": None,
+        }
+        if running:
+            try:
+                result["health"] = self.health()
+            except ProxyError as exc:
+                result["health_error"] = str(exc)
+        return result
+
+    def start(self, cfg: ProxyConfig) -> procs.Proc:
+        """Start the add-on with ``cfg`` and return once ``GET /__cache/health`` answers 200.
+
+        Does nothing when it already runs with ``cfg``; restarts it when it runs with another
+        configuration (the answers in Redis stay; the counters start from zero).
+
+        Raises:
+            ProxyError: ``cfg`` names another state directory, the port is taken, or the add-on did not
+                come up within ``timeout`` (it is stopped again; the message holds its log's tail).
+        """
+        if cfg.state_dir != self.state_dir:
+            raise ProxyError(f"state_dir: the configuration names {cfg.state_dir}, this add-on's is {self.state_dir}")
+        current = self.proc
+        if current is not None and procs.is_alive(current):
+            if self.config == cfg:
+                log.info("the cache add-on already runs on port %d with this configuration (pid %d)",
+                         cfg.listen_port, current.pid)  # fmt: skip
+                return current
+            log.info("the cache add-on's configuration changed: restarting it")
+            self.stop()
+        self.record_path.unlink(missing_ok=True)  # a dead process's record
+        if not procs.port_is_free(cfg.listen_port, cfg.listen_host):
+            raise ProxyError(
+                f"listen_port: port {cfg.listen_port} on {cfg.listen_host} is taken: cannot start the cache add-on"
+            )
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        argv = cfg.argv()
+        with self.log_path.open("a", encoding="utf-8") as out:
+            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ragperf starts: {' '.join(argv)}\n")
+        proc = procs.start("cacheproxy", argv, self.log_path, port=cfg.listen_port)
+        # Recorded before the wait, so that the process can be stopped by its PID whatever happens next.
+        _write_atomic(self.record_path, json.dumps({"proc": proc.to_json(), "config": cfg.to_dict()}, indent=2) + "\n")
+        try:
+            self._wait_healthy(proc, cfg)
+        except BaseException:
+            self.stop(timeout=5.0)
+            raise
+        log.info("the cache add-on started on %s (pid %d)", cfg.url, proc.pid)
+        return proc
+
+    def _wait_healthy(self, proc: procs.Proc, cfg: ProxyConfig) -> None:
+        """Wait until the health path answers 200, failing early with the log's tail if the process dies."""
+        url = f"{cfg.url}{HEALTH_PATH}"
+        deadline = time.monotonic() + self.timeout
+        last = "no answer"
+        with httpx.Client(timeout=2.0, trust_env=False) as client:
+            while time.monotonic() < deadline:
+                if not procs.is_alive(proc):
+                    raise ProxyError(f"the cache add-on died while starting:\n{procs.log_tail(proc)}")
+                try:
+                    response = client.get(url)
+                    if response.status_code == 200:
+                        return
+                    last = f"HTTP {response.status_code}"
+                except httpx.HTTPError as exc:
+                    last = f"{type(exc).__name__}: {exc}"
+                time.sleep(0.05)
+        raise ProxyError(
+            f"the cache add-on did not answer {url} within {self.timeout:g} s ({last}); it was stopped. "
+            f"Its log {self.log_path} ends:\n{procs.log_tail(proc)}"
+        )
+
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the recorded process by its PID (SIGTERM, SIGKILL after ``timeout``) and clear the record.
+
+        False if it was not running; safe to call any number of times.
+        """
+        proc = self.proc
+        stopped = False
+        if proc is not None:
+            stopped = procs.stop(proc, timeout=timeout)
+            if stopped:
+                log.info("the cache add-on on port %s stopped (pid %d)", proc.port, proc.pid)
+        self.record_path.unlink(missing_ok=True)
+        return stopped
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
+    """The change that takes the add-on from ``current`` (None: not running) to ``desired``; none when equal."""
+    if current == desired:
+        return []
+    after = desired.to_dict()
+    if current is None:
+        reason = (
+            f"start the cache add-on on {desired.url} in front of {desired.upstream}, sharing answers through "
+            f"Redis ({desired.redis_url}, ttl {desired.ttl_s} s, key version {desired.key_version})"
+        )
+        details: dict[str, Any] = {"action": "start", "url": desired.url}
+    else:
+        before = current.to_dict()
+        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+        reason = (
+            "restart the cache add-on: "
+            + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
+            + (
+                " (a new key version starts from an empty cache)"
+                if "key_version" in diff
+                else " (the answers in Redis stay; its counters start from zero)"
+            )
+        )
+        details = {"action": "restart", "url": desired.url, "diff": diff}
+    return [
+        Change(
+            kind=KIND,
+            name=CHANGE_NAME,
+            before=None if current is None else current.to_dict(),
+            after=after,
+            reason=reason,
+            details=details,
+        )
+    ]
+
+
+class ProxyApplier:
+    """Makes and undoes ``cacheproxy`` changes: starts (or restarts) the add-on with ``after``; undo
+    brings back ``before``, or stops the add-on when ``before`` is None.
+
+    Both are idempotent: an add-on already running with the wanted configuration is left alone and
+    stopping a stopped one does nothing, so undo is safe after an apply that failed half way.
+    """
+
+    kind = KIND
+
+    def __init__(self, *, timeout: float = 20.0) -> None:
+        self.timeout = timeout
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Start (or restart) the add-on with each change's ``after`` (stop it if ``after`` is None)."""
+        for change in self._own(changes):
+            self._become(change.after, change.before)
+
+    def undo(self, changes: Sequence[Change]) -> None:
+        """Restore each change's ``before``: start it again, or stop the add-on if it is None."""
+        for change in self._own(changes):
+            self._become(change.before, change.after)
+
+    def _become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
+        """Make ``state`` run, stopping the add-on of ``other`` first when it lives elsewhere."""
+        wanted = ProxyConfig.from_dict(state) if state is not None else None
+        if other is not None:
+            old_dir = Path(other["state_dir"]).absolute()
+            if wanted is None or old_dir != wanted.state_dir:
+                ProxyServer(old_dir, timeout=self.timeout).stop()
+        if wanted is not None:
+            ProxyServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+
+    @staticmethod
+    def _own(changes: Sequence[Change]) -> Sequence[Change]:
+        wrong = [c.key for c in changes if c.kind != KIND]
+        if wrong:
+            raise ChangeError(f"ProxyApplier makes only {KIND} changes, not {', '.join(wrong)}")
+        return changes
 
 
 def main(argv: Sequence[str] | None = None) -> None:

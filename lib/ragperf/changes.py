@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -27,6 +27,34 @@ log = logging.getLogger(__name__)
 
 JOURNAL = "journal.jsonl"
 Mode = Literal["plan", "apply"]
+
+
+class Config:
+    """Mixin of the frozen dataclasses that configure a process ragperf runs (nginx, Redis, the cache
+    add-on): the configuration as plain JSON values, for a :class:`Change`'s before/after and a process record."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON values: paths as strings, tuples as lists."""
+        return {
+            name: str(value) if isinstance(value, Path) else list(value) if isinstance(value, tuple) else value
+            for name, value in asdict(self).items()  # type: ignore[call-overload]
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Any:
+        """The configuration :meth:`to_dict` wrote; unknown keys are an error naming the known ones."""
+        known = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            names = ", ".join(sorted(known))
+            raise ValueError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}; known: {names}")
+        return cls(**data)
+
+
+def check_int(name: str, value: object, low: int, high: int) -> None:
+    """ValueError naming ``name`` unless ``value`` is a whole number from ``low`` to ``high`` (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name}: must be a whole number from {low} to {high}, not {value!r}")
 
 
 @dataclass(frozen=True)

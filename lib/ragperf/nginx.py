@@ -64,12 +64,12 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragperf import procs
-from ragperf.changes import Change, ChangeError
+from ragperf.changes import Change, ChangeError, Config, check_int
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class NginxConfigError(NginxError):
 
 
 @dataclass(frozen=True)
-class CacheConfig:
+class CacheConfig(Config):
     """What the nginx in front of the service should do.
 
     ``upstreams`` are ``host:port`` addresses of the app (several make a ``least_conn`` load
@@ -111,7 +111,9 @@ class CacheConfig:
     is a plain reverse proxy. ``ttl_s`` is how long a ``200`` answer is served from the cache,
     ``cache_size_mb`` the disk the cache may use, ``max_body_kb`` the largest request body that is
     cached (larger ones pass through uncached). ``proxy_timeout_s`` bounds the wait for the app,
-    and the wait of concurrent misses for the one request that fills the cache.
+    and the wait of concurrent misses for the one request that fills the cache. ``cache_lock`` makes
+    concurrent misses of one key wait for that one request (nginx polls the lock every 500 ms); leave
+    it off when something behind nginx coalesces misses itself without that delay.
     """
 
     listen_port: int
@@ -124,12 +126,13 @@ class CacheConfig:
     proxy_timeout_s: float = 60.0
     cache_status_header: str = "X-Cache-Status"
     listen_host: str = "127.0.0.1"
+    cache_lock: bool = True
 
     def __post_init__(self) -> None:
         upstreams = (self.upstreams,) if isinstance(self.upstreams, str) else tuple(self.upstreams)
         object.__setattr__(self, "upstreams", upstreams)
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
-        _check_int("listen_port", self.listen_port, 1, 65535)
+        check_int("listen_port", self.listen_port, 1, 65535)
         if not upstreams:
             raise ValueError("upstreams: give at least one 'host:port' address of the app")
         for address in upstreams:
@@ -143,11 +146,12 @@ class CacheConfig:
                 f"state_dir: {str(self.state_dir)!r} may hold only letters, digits and . _ / @ + - "
                 "(it is written into nginx.conf unquoted)"
             )
-        if not isinstance(self.cache_enabled, bool):
-            raise ValueError(f"cache_enabled: must be True or False, not {self.cache_enabled!r}")
-        _check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
-        _check_int("cache_size_mb", self.cache_size_mb, 1, 1024 * 1024)
-        _check_int("max_body_kb", self.max_body_kb, 1, MAX_BODY_KB_LIMIT)
+        for name in ("cache_enabled", "cache_lock"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be True or False, not {getattr(self, name)!r}")
+        check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
+        check_int("cache_size_mb", self.cache_size_mb, 1, 1024 * 1024)
+        check_int("max_body_kb", self.max_body_kb, 1, MAX_BODY_KB_LIMIT)
         timeout = self.proxy_timeout_s
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.001 <= timeout <= 86400:
             raise ValueError(f"proxy_timeout_s: must be a number of seconds from 0.001 to 86400, not {timeout!r}")
@@ -160,27 +164,6 @@ class CacheConfig:
             raise ValueError(
                 f"listen_host: {self.listen_host!r} is not an IPv4 address (0.0.0.0 for every interface)"
             ) from None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain JSON values (for a :class:`Change` and the journal)."""
-        data = asdict(self)
-        data["upstreams"] = list(self.upstreams)
-        data["state_dir"] = str(self.state_dir)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> CacheConfig:
-        """The configuration :meth:`to_dict` wrote; unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown CacheConfig field(s): {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name}: must be a whole number from {low} to {high}, not {value!r}")
 
 
 def _ms(seconds: float) -> str:
@@ -313,9 +296,14 @@ def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -
             "            proxy_ignore_headers Cache-Control Expires X-Accel-Expires;",
             "            proxy_cache_bypass $ragperf_no_cache;",
             "            proxy_no_cache $ragperf_no_cache;",
-            "            proxy_cache_lock on;",
-            f"            proxy_cache_lock_timeout {lock_s}s;",
-            f"            proxy_cache_lock_age {lock_s}s;",
+        ]
+        if cfg.cache_lock:
+            lines += [
+                "            proxy_cache_lock on;",
+                f"            proxy_cache_lock_timeout {lock_s}s;",
+                f"            proxy_cache_lock_age {lock_s}s;",
+            ]
+        lines += [
             f"            add_header {header} $upstream_cache_status always;",
             "            # The whole key is written into each cache entry's header, which must fit in",
             "            # proxy_buffer_size; nginx silently skips the cache for a longer key.",

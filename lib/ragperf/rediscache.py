@@ -27,14 +27,14 @@ import logging
 import shutil
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from ragperf import procs
-from ragperf.changes import Change, ChangeError
+from ragperf.changes import Change, ChangeError, Config
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def redis_server_binary() -> str:
 
 
 @dataclass(frozen=True)
-class RedisConfig:
+class RedisConfig(Config):
     """How our Redis runs: its port, its state directory, its memory limit and eviction policy.
 
     Raises ValueError (naming the field and what is allowed) when a value is not valid.
@@ -84,20 +84,6 @@ class RedisConfig:
             raise ValueError(f"policy must be one of {', '.join(POLICIES)}; not {self.policy!r}")
         if not isinstance(self.persist, bool):
             raise ValueError(f"persist must be true or false, not {self.persist!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The configuration as plain JSON values (for a Change's ``after``)."""
-        data = asdict(self)
-        data["state_dir"] = str(self.state_dir)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> RedisConfig:
-        """The configuration from :meth:`to_dict`'s output; unknown keys are an error."""
-        unknown = sorted(set(data) - {"port", "state_dir", "maxmemory_mb", "policy", "persist"})
-        if unknown:
-            raise ValueError(f"unknown Redis setting(s): {', '.join(unknown)}")
-        return cls(**data)
 
     @property
     def url(self) -> str:

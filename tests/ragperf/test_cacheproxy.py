@@ -1,7 +1,8 @@
 """The cache add-on against a real Redis and a real (tiny) upstream app over HTTP; nothing is mocked.
 
 The upstream runs in this process on uvicorn (a thread), so the tests can count what reached it; the
-proxy runs as its own process (``python -m ragperf.cacheproxy``), as it will in the lab.
+proxy runs as its own process (``python -m ragperf.cacheproxy``, started by :class:`ProxyServer`), as it
+will in the lab.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import json
 import os
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 import unicodedata
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -29,7 +33,20 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ragperf import cacheproxy, procs, rediscache
-from ragperf.cacheproxy import BYPASS, COALESCED, HIT, MISS, STATUS_HEADER, cache_key, normalise_question
+from ragperf.cacheproxy import (
+    BYPASS,
+    COALESCED,
+    HIT,
+    MISS,
+    STATUS_HEADER,
+    ProxyApplier,
+    ProxyConfig,
+    ProxyError,
+    ProxyServer,
+    cache_key,
+    normalise_question,
+)
+from ragperf.changes import Change, ChangeError
 from ragperf.rediscache import RedisConfig, RedisServer
 
 pytestmark = pytest.mark.skipif(
@@ -83,14 +100,19 @@ class Lab:
         self.up_port = procs.free_port()
         self.redis_cfg = RedisConfig(port=procs.free_port(), state_dir=base / "redis")
         self.redis = RedisServer(self.redis_cfg.state_dir)
-        self.proxy_port = procs.free_port()
-        self.proxy: procs.Proc | None = None
+        self.proxy_cfg = ProxyConfig(
+            listen_port=procs.free_port(),
+            upstream=f"http://127.0.0.1:{self.up_port}",
+            redis_url=self.redis_cfg.url,
+            state_dir=base / "proxy",
+        )
+        self.proxy = ProxyServer(self.proxy_cfg.state_dir)
         self.server: uvicorn.Server | None = None
         self.thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.proxy_port}"
+        return self.proxy_cfg.url
 
     @property
     def redis_url(self) -> str:
@@ -106,27 +128,10 @@ class Lab:
             assert time.monotonic() < deadline, "the test upstream did not start"
             time.sleep(0.02)
         self.redis.start(self.redis_cfg)
-        argv = [
-            sys.executable,
-            "-m",
-            "ragperf.cacheproxy",
-            "--listen-port",
-            str(self.proxy_port),
-            "--upstream",
-            f"http://127.0.0.1:{self.up_port}",
-            "--redis",
-            self.redis_url,
-            "--ttl",
-            "600",
-            "--key-version",
-            "v1",
-        ]
-        self.proxy = procs.start("cacheproxy", argv, self.base / "proxy.log", port=self.proxy_port)
-        procs.wait_http(f"{self.url}/__cache/health", self.proxy, timeout=20)
+        self.proxy.start(self.proxy_cfg)
 
     def stop(self) -> None:
-        if self.proxy is not None:
-            procs.stop(self.proxy, timeout=10)
+        self.proxy.stop(timeout=10)
         self.redis.stop(timeout=10)
         if self.server is not None and self.thread is not None:
             self.server.should_exit = True
@@ -136,7 +141,7 @@ class Lab:
         return httpx.get(f"{self.url}/__cache/health", timeout=10).json()
 
     def proxy_log(self) -> str:
-        return (self.base / "proxy.log").read_text(errors="replace")
+        return self.proxy.log_path.read_text(errors="replace")
 
 
 @pytest.fixture(scope="module")
@@ -412,3 +417,205 @@ def test_build_app_in_process(lab):
 
     assert asyncio.run(run()) == [MISS, HIT]
     assert cacheproxy.purge(lab.redis_url, key_version="inproc") == 1
+
+
+# -- the status header ------------------------------------------------------------------------------
+
+
+def test_the_status_header_is_the_shared_layers_own(client):
+    """nginx in front adds X-Cache-Status for its own cache: the add-on's header must not be confused with it."""
+    assert STATUS_HEADER == "x-shared-cache-status"
+    first, second = ask(client, "which layer answered?"), ask(client, "which layer answered?")
+    assert (first.headers["X-Shared-Cache-Status"], second.headers["X-Shared-Cache-Status"]) == (MISS, HIT)
+    assert "x-cache-status" not in first.headers and "x-cache-status" not in second.headers
+
+
+# -- the add-on as a process ragperf starts and stops -----------------------------------------------
+
+GOOD = {
+    "listen_port": 18080,
+    "upstream": "http://127.0.0.1:8000",
+    "redis_url": "redis://127.0.0.1:6380/0",
+    "state_dir": "/var/tmp/ragperf-test-never-created",
+}
+
+
+def proxy_config(lab: Lab, name: str, **settings) -> ProxyConfig:
+    """A configuration of a second add-on in front of the lab's upstream and Redis, on a free port."""
+    return ProxyConfig(
+        listen_port=procs.free_port(),
+        upstream=f"http://127.0.0.1:{lab.up_port}",
+        redis_url=lab.redis_url,
+        state_dir=lab.base / name,
+        **settings,
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("listen_port", 0),
+        ("listen_port", 65536),
+        ("listen_port", True),
+        ("listen_port", "8080"),
+        ("listen_host", "localhost"),
+        ("upstream", "127.0.0.1:8000"),
+        ("upstream", "https://127.0.0.1:8000"),
+        ("upstream", "http://app"),
+        ("upstream", "http://app:8000/api"),
+        ("upstream", "http://127.0.0.1:18080"),  # the add-on itself
+        ("redis_url", "http://127.0.0.1:6380"),
+        ("redis_url", "redis://:secret@127.0.0.1:6380/0"),
+        ("redis_url", "redis://127.0.0.1"),
+        ("ttl_s", 0),
+        ("ttl_s", 1.5),
+        ("key_version", "v*"),
+        ("key_version", ""),
+        ("timeout_s", 0),
+        ("timeout_s", "60"),
+        ("redis_timeout_s", -1),
+        ("max_connections", 0),
+    ],
+)
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ValueError, match=rf"^{field}: "):
+        ProxyConfig(**{**GOOD, field: value})
+
+
+def test_config_round_trips_and_rejects_unknown_keys():
+    cfg = ProxyConfig(**{**GOOD, "upstream": "http://127.0.0.1:8000/"})
+    assert cfg.upstream == "http://127.0.0.1:8000" and cfg.state_dir == Path(GOOD["state_dir"])
+    assert (cfg.ttl_s, cfg.key_version, cfg.timeout_s, cfg.redis_timeout_s, cfg.max_connections) == (
+        600, "v1", 60.0, 0.2, 200,
+    )  # fmt: skip
+    data = json.loads(json.dumps(cfg.to_dict()))
+    assert ProxyConfig.from_dict(data) == cfg
+    with pytest.raises(ValueError, match="unknown ProxyConfig field.*colour"):
+        ProxyConfig.from_dict({**data, "colour": "blue"})
+    assert ProxyConfig(**{**GOOD, "state_dir": "relative/dir"}).state_dir.is_absolute()
+
+
+def test_plan_is_pure_and_minimal(tmp_path):
+    cfg = ProxyConfig(**{**GOOD, "state_dir": tmp_path / "proxy"})
+    assert cacheproxy.plan(cfg, cfg) == []
+    assert cacheproxy.plan(cfg, ProxyConfig.from_dict(cfg.to_dict())) == []
+    [start] = cacheproxy.plan(None, cfg)
+    assert (start.kind, start.name, start.key, start.before, start.after) == (
+        "cacheproxy", "cache", "cacheproxy:cache", None, cfg.to_dict(),
+    )  # fmt: skip
+    assert start.reason.startswith("start the cache add-on on http://127.0.0.1:18080")
+    new = replace(cfg, ttl_s=60, key_version="v2")
+    [change] = cacheproxy.plan(cfg, new)
+    assert (change.before, change.after) == (cfg.to_dict(), new.to_dict())
+    assert change.details["diff"] == {"ttl_s": [600, 60], "key_version": ["v1", "v2"]}  # only what differs
+    assert "ttl_s 600 -> 60" in change.reason and "key_version v1 -> v2" in change.reason
+    assert cacheproxy.plan(cfg, new) == [change]  # same inputs, same plan
+    assert Change.from_json(json.loads(json.dumps(change.to_json()))) == change  # fits the journal
+    assert not (tmp_path / "proxy").exists()  # nothing was started or written
+
+
+def test_server_starts_answers_and_is_stopped_by_its_record_from_another_process(lab):
+    cfg = proxy_config(lab, "lifecycle", key_version="lifecycle")
+    server = ProxyServer(cfg.state_dir)
+    try:
+        proc = server.start(cfg)
+        fresh = ProxyServer(cfg.state_dir)  # knows only the state directory
+        assert fresh.running and fresh.proc == proc and fresh.config == cfg and fresh.url == cfg.url
+        record = json.loads(fresh.record_path.read_text())
+        assert record["proc"]["pid"] == proc.pid and record["config"] == cfg.to_dict()
+        assert fresh.start(cfg) == proc  # already running with this configuration: left alone
+        with httpx.Client(base_url=fresh.url, timeout=10) as c:
+            assert [status(ask(c, "lifecycle question")) for _ in range(2)] == [MISS, HIT]
+        now = fresh.status()
+        assert (now["running"], now["pid"], now["port"], now["config"]) == (
+            True,
+            proc.pid,
+            cfg.listen_port,
+            record["config"],
+        )
+        assert (now["health"]["misses"], now["health"]["hits"], now["health"]["redis_up"]) == (1, 1, True)
+        assert fresh.health()["stored"] == 1
+
+        stop = "import sys; from ragperf.cacheproxy import ProxyServer; print(ProxyServer(sys.argv[1]).stop())"
+        done = subprocess.run(
+            [sys.executable, "-c", stop, str(cfg.state_dir)], capture_output=True, text=True, timeout=30
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "True"), done.stderr
+        assert not procs.is_alive(proc) and procs.port_is_free(cfg.listen_port)
+        assert not server.running and server.proc is None and server.config is None
+        assert not server.record_path.exists()
+        assert server.stop() is False  # idempotent
+        gone = server.status()
+        assert (gone["running"], gone["pid"], gone["health"]) == (False, None, None)
+        with pytest.raises(ProxyError, match="no cache add-on runs"):
+            server.health()
+    finally:
+        server.stop(timeout=5)
+        cacheproxy.purge(lab.redis_url, key_version="lifecycle")
+
+
+def test_a_taken_port_is_reported_before_anything_starts(lab):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = replace(proxy_config(lab, "taken"), listen_port=taken.getsockname()[1])
+        server = ProxyServer(cfg.state_dir)
+        with pytest.raises(ProxyError, match=rf"^listen_port: port {cfg.listen_port} on 127.0.0.1 is taken"):
+            server.start(cfg)
+    assert not server.running and server.proc is None
+
+
+def test_a_server_that_does_not_come_up_in_time_is_stopped_with_its_log(lab):
+    cfg = proxy_config(lab, "slow")
+    server = ProxyServer(cfg.state_dir, timeout=0.0)
+    with pytest.raises(ProxyError, match="did not answer .*/__cache/health within 0 s") as failed:
+        server.start(cfg)
+    assert "ragperf starts:" in str(failed.value) and "ragperf.cacheproxy" in str(failed.value)  # the log's tail
+    assert not server.running and not server.record_path.exists()
+    assert procs.port_is_free(cfg.listen_port)
+
+
+def test_applier_is_idempotent_restarts_on_change_and_undo_leaves_nothing_running(lab):
+    cfg = proxy_config(lab, "applied", key_version="applied")
+    server, applier = ProxyServer(cfg.state_dir), ProxyApplier()
+    [start] = cacheproxy.plan(None, cfg)
+    try:
+        applier.apply([start])
+        first = server.proc
+        assert first is not None and server.config == cfg
+        applier.apply([start])  # again: the same process keeps running
+        assert server.proc == first and procs.is_alive(first)
+
+        changed = replace(cfg, ttl_s=30)
+        [restart] = cacheproxy.plan(cfg, changed)
+        applier.apply([restart])
+        assert server.config == changed and not procs.is_alive(first)
+        applier.undo([restart])
+        back = server.proc
+        assert server.config == cfg and back is not None
+        applier.undo([restart])  # again: no second restart
+        assert server.proc == back and procs.is_alive(back)
+
+        applier.undo([start])
+        assert not server.running and server.proc is None and procs.port_is_free(cfg.listen_port)
+        applier.undo([start])  # undo of a stopped add-on does nothing
+        assert not server.running
+
+        with pytest.raises(ChangeError, match="only cacheproxy changes, not redis:cache"):
+            applier.apply([replace(start, kind="redis")])
+        assert not server.running
+    finally:
+        server.stop(timeout=5)
+
+
+def test_undo_is_safe_after_a_failed_apply(lab):
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        cfg = replace(proxy_config(lab, "failed"), listen_port=taken.getsockname()[1])
+        [start] = cacheproxy.plan(None, cfg)
+        applier = ProxyApplier()
+        with pytest.raises(ProxyError, match="is taken"):
+            applier.apply([start])
+        applier.undo([start])
+    assert not ProxyServer(cfg.state_dir).running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import random
@@ -175,6 +176,8 @@ def test_render_handles_the_pitfalls_of_caching_post(tmp_path):
     ]
     assert "proxy_ignore_headers Cache-Control Expires X-Accel-Expires;" in text  # Set-Cookie is honoured
     assert "proxy_cache_lock on;" in text and "proxy_cache_lock_timeout 60s;" in text
+    unlocked = nginx.render(dataclasses.replace(cfg, cache_lock=False))
+    assert "proxy_cache_lock" not in unlocked and "proxy_cache_methods POST;" in unlocked
     assert "add_header X-Cache-Status $upstream_cache_status always;" in text
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
     assert "keepalive 64;" in text and "least_conn" not in text
