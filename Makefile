@@ -38,6 +38,7 @@ lab-status:
 
 bench: setup
 	$(PY) benchmarks/llm_simulator_bench.py
+	$(PY) benchmarks/cache_hit_overhead.py
 
 clean: lab-down
 	rm -rf .lab
