@@ -9,11 +9,13 @@ project's kernel. A failing cell leaves the executed notebook in place, showing 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from ragperf import runs
 from ragperf.params import check_phase, load, notebook_for, phases
+from ragperf.progress import HEADLESS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +73,8 @@ def execute(
     output = run_.notebook_path(phase)
     parameters = {"profile": profile, "target": target, "params_files": list(params_files), "run_id": str(run_.path)}
     print(f"{phase}: {source.name} -> {output}", flush=True)
+    previous = os.environ.get(HEADLESS_ENV)
+    os.environ[HEADLESS_ENV] = "1"  # the kernel inherits it: text progress bars that a saved notebook keeps
     try:
         papermill.execute_notebook(
             str(source),
@@ -91,4 +95,9 @@ def execute(
         ) from None
     except CellTimeoutError:
         raise PhaseFailed(f"{phase}: a cell ran longer than {CELL_TIMEOUT_S} s and was stopped; see {output}") from None
+    finally:
+        if previous is None:
+            os.environ.pop(HEADLESS_ENV, None)
+        else:
+            os.environ[HEADLESS_ENV] = previous
     return output

@@ -28,10 +28,10 @@ import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
-from tqdm.auto import tqdm
 
 from ragperf import labdb
 from ragperf.changes import Change, ChangeError
+from ragperf.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -874,7 +874,7 @@ class IndexApplier:
 
         pid = conn.info.backend_pid
         worker = threading.Thread(target=run, name=f"build {change.name}", daemon=True)
-        with _autocommit(self.connect) as watch, tqdm(desc=change.name, unit="tuple", leave=True) as bar:
+        with _autocommit(self.connect) as watch, progress_bar(desc=change.name, unit="tuple", leave=True) as bar:
             worker.start()
             try:
                 while worker.is_alive():

@@ -25,10 +25,10 @@ import httpx
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from tqdm.auto import tqdm
 
 from ragperf import pginstall, procs
 from ragperf.llm import Provider, embed
+from ragperf.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ def load_corpus(port: int, creds: Credentials, profile: str, provider: Provider,
         )
         copy_sql = "COPY langchain_pg_embedding (id, collection_id, embedding, document, cmetadata) FROM STDIN"
         count = 0
-        with conn.cursor().copy(copy_sql) as copy, tqdm(total=total, unit="chunk", desc="load corpus") as bar:
+        with conn.cursor().copy(copy_sql) as copy, progress_bar(total=total, unit="chunk", desc="load corpus") as bar:
             for chunks in _batches(corpus.iter_chunks(profile), batch):
                 vectors = embed(http, provider, [c.text for c in chunks])
                 for chunk, vector in zip(chunks, vectors, strict=True):

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 import psutil
-from tqdm.auto import tqdm
 
 from ragperf.loadgen.recording import RECORD_COLUMNS, RECORD_DTYPES, Settings
+from ragperf.progress import bar as progress_bar
 from ragperf.workload import WorkItem, write_workload_jsonl
 
 log = logging.getLogger(__name__)
@@ -341,7 +341,7 @@ def _watch(
     started: float | None = None
     main = procs[0].popen
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s {postfix}"
-    with tqdm(total=round(duration_s, 1), desc=desc, bar_format=bar_format, disable=not progress) as bar:
+    with progress_bar(total=round(duration_s, 1), desc=desc, bar_format=bar_format, disable=not progress) as bar:
         while main.poll() is None:
             now = time.monotonic()
             if now - t0 > limit_s:
