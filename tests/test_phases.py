@@ -1,4 +1,8 @@
-"""Phase 1 end to end on the lab: applied, measured twice, compared, rolled back; planned only on a deployment."""
+"""Phases 1 and 2 end to end on the lab, in one ``ragperf run all`` (as ``make demo`` runs them).
+
+Phase 1: applied, measured twice, compared, rolled back; planned only on a deployment. Phase 2: the caching
+tier started, checked, measured layer by layer, Redis stopped mid-test, rolled back.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
+import pandas as pd
 import psycopg
 import pytest
 import yaml
 
-from ragperf import indexes, lab, metrics, pgtune, runs, tuning
+from ragperf import indexes, lab, metrics, pgtune, phase2, procs, runs, tuning
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
@@ -38,7 +44,7 @@ def _embedding_type(conn: psycopg.Connection) -> str:
 
 @pytest.fixture(scope="module")
 def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
-    """``ragperf run all`` (phase0 then phase1) on the smoke lab; pg_settings as the test saw them before."""
+    """``ragperf run all`` (phase0, phase1, phase2) on the smoke lab; pg_settings as the test saw them before."""
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
         before = pgtune.settings_snapshot(conn)
@@ -126,3 +132,39 @@ def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
     (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id]
     assert not (second / "phase1" / "journal.jsonl").exists()
     assert (second / "phase1" / "metrics.json").exists()
+
+
+def test_phase2_measures_through_the_tier_layer_by_layer(tuned):
+    run, _ = tuned
+    out = run.path / "phase2"
+    result = metrics.read_metrics_json(out / "metrics.json")
+    for key in ("hit_rate", "cached_p95", "backend_load_reduction", "hit_rate_zipf_low", "hit_rate_zipf_high",
+                "hit_rate_replay"):  # fmt: skip
+        assert metrics.value_of(result, key) is not None, key
+    assert metrics.value_of(result, "hit_rate") > 0 and metrics.value_of(result, "cached_p95") < 0.5
+    cache = result["cache"]
+    assert cache["entrypoint"] != cache["app_url"] and all(check["passed"] for check in cache["checks"])
+    assert cache["redis_outage"]["bypassed (add-on counter)"] > 0 and cache["redis_outage"]["success_rate"] == 100.0
+    assert "phase1" in next(w["source"] for w in cache["hit_rate_workloads"] if w["workload"] == "replay")
+    records = pd.read_parquet(out / "requests.parquet")
+    assert set(metrics.served_by(records)) >= {"nginx", "app"}
+    nb = json.loads((run.path / "phase2.ipynb").read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    for name in ("cache_layers.png", "hit_rate_workloads.png", "compare.png", "journal.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+
+
+def test_rollback_phase2_stops_the_tier_and_the_app_serves_as_before(tuned, env, ragperf, lab_dir):
+    run, _ = tuned
+    tier = metrics.read_metrics_json(run.path / "phase2" / "metrics.json")["cache"]
+    base = lab_dir / "cache"
+    assert phase2.running(base).any()
+    done = ragperf(env, "rollback", "phase2", "--run", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "undid 3 change(s)" in done.stdout and "pg_settings" not in done.stdout
+    assert not phase2.running(base).any()
+    assert procs.port_is_free(tier["tier"]["nginx"]["listen_port"])
+    response = httpx.post(
+        f"{lab.status(lab_dir)['app_url']}/ask", json={"question": "Hồ sơ mời thầu là gì?"}, timeout=60
+    )
+    assert response.status_code == 200 and "x-cache-status" not in response.headers

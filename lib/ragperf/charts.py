@@ -234,6 +234,40 @@ def compare_chart(compare_df: pd.DataFrame) -> Figure:
     return fig
 
 
+LAYER_COLOURS = {"nginx": "#1b9e77", "redis": "#66a61e", "coalesced": "#e6ab02", "app": "#d95f02",
+                 "unknown": NEUTRAL}  # fmt: skip
+
+
+def cache_layers(layers: pd.DataFrame, title: str = "Who answered: the share of requests each layer served") -> Figure:
+    """Horizontal stacked bars, one per row of :func:`ragperf.metrics.cache_layers` (labelled by its
+    ``label`` column if present, else scenario and step), with the p95 of cached and uncached answers."""
+    fig = _figure(9, 1.2 + 0.55 * max(1, len(layers)))
+    ax = fig.add_subplot()
+    if layers.empty:
+        _empty(ax, "no requests")
+        return fig
+    labels = (layers["label"] if "label" in layers else layers["scenario"] + " " + layers["step"]).tolist()
+    y = np.arange(len(layers))[::-1]
+    left = np.zeros(len(layers))
+    for layer, colour in LAYER_COLOURS.items():
+        share = layers[f"{layer}_pct"].to_numpy(float)
+        if share.any():
+            ax.barh(y, share, left=left, color=colour, label=layer, height=0.6)
+            left += share
+    for yi, (_, row) in zip(y, layers.iterrows(), strict=True):
+        note = f"cached p95 {format_value(row['hit_p95'] * 1000, 'ms')}" if not _nan(row["hit_p95"]) else ""
+        if not _nan(row["miss_p95"]):
+            note += ("; " if note else "") + f"uncached p95 {format_value(row['miss_p95'], 's')}"
+        ax.text(101, yi, note, va="center", fontsize=8)
+    ax.set_yticks(y, labels)
+    ax.set_xlim(0, 150)
+    ax.set_xticks([0, 25, 50, 75, 100])
+    ax.set_xlabel("Share of requests (%)")
+    ax.set_title(title)
+    ax.legend(loc="lower right", fontsize=8, ncols=len(LAYER_COLOURS))
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at 110 dpi, creating the directory; returns the path."""
     path = Path(path)

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from ragperf import lab, labdb, pginstall
 from ragperf.params import ParamsError
@@ -87,6 +88,32 @@ def _cmd_rollback(args: argparse.Namespace) -> int:
     return 1 if result.differences else 0
 
 
+def _cache_dir(args: argparse.Namespace) -> Path:
+    return Path(args.dir).absolute() if args.dir else lab.default_lab_dir() / "cache"
+
+
+def _cmd_cache_purge(args: argparse.Namespace) -> int:
+    from ragperf import phase2
+
+    base = _cache_dir(args)
+    now = phase2.running(base)
+    if not now.any():
+        raise RunError(f"no caching tier runs from {base} (give --dir for a tier kept elsewhere)")
+    done = phase2.purge(now)
+    print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in done.items()))
+    return 0
+
+
+def _cmd_cache_status(args: argparse.Namespace) -> int:
+    from ragperf import phase2
+
+    now = phase2.running(_cache_dir(args))
+    for name in phase2.PARTS:
+        cfg = getattr(now, name)
+        print(f"  {name:6} " + (json.dumps(cfg.to_dict(), default=str) if cfg else "not running"))
+    return 0 if now.any() else 3
+
+
 def _print_status(info: dict, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -132,6 +159,14 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("phase", help="phase1, phase2 ...")
     rollback.add_argument("--run", help="the run whose phase to undo (default: the newest with changes left)")
     rollback.set_defaults(func=_cmd_rollback)
+
+    cache = sub.add_parser("cache", help="Phase 2's caching tier (nginx, the cache add-on, Redis)")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True)
+    for name, func, text in (("purge", _cmd_cache_purge, "empty both caches (after the corpus changed)"),
+                             ("status", _cmd_cache_status, "what of the tier runs (exit 3 when nothing)")):  # fmt: skip
+        command = cache_sub.add_parser(name, help=text)
+        command.add_argument("--dir", help="the tier's state directory (default: the lab's, .lab/cache)")
+        command.set_defaults(func=func)
 
     run = sub.add_parser("run", help="execute a phase notebook (or all) with papermill into a run directory")
     run.add_argument("phase", help="phase0, phase1 ... or all")

@@ -170,11 +170,20 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
     lab_dir = lab_dir or default_lab_dir()
     with _locked(lab_dir):
         state, creds = _running(lab_dir), credentials(lab_dir)
-        done, pending = labdb.untune(state.port("postgres"), creds)
+        done = [f"stopped {name} (Phase 2)" for name in _stop_cache_tier(lab_dir)]
+        untuned, pending = labdb.untune(state.port("postgres"), creds)
+        done += untuned
         if pending:
             _restart_postgres(state, creds)
             done.append("restarted PostgreSQL")
         return done
+
+
+def _stop_cache_tier(lab_dir: Path) -> list[str]:
+    """Stop Phase 2's nginx, cache add-on and Redis if they run from the lab's directory."""
+    from ragperf import phase2  # phase2 builds on the phase module, which builds on this one
+
+    return phase2.stop_all(lab_dir / "cache")
 
 
 def _running(lab_dir: Path) -> LabState:
@@ -277,7 +286,7 @@ def down(lab_dir: Path | None = None) -> list[str]:
         return []
     with _locked(lab_dir):
         state = LabState.load(lab_dir)
-        return [name for name in reversed(SERVICES) if _stop_service(state, name)]
+        return _stop_cache_tier(lab_dir) + [name for name in reversed(SERVICES) if _stop_service(state, name)]
 
 
 def status(lab_dir: Path | None = None) -> dict[str, object]:

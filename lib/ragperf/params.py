@@ -121,6 +121,32 @@ class Changes(_Strict):
     app_role: str = Field("sakana", min_length=1, description="the app's database role (for ALTER ROLE ... SET)")
 
 
+class Cache(_Strict):
+    """Phase 2's caching tier: nginx's per-host cache in front, the shared Redis cache add-on behind it."""
+
+    ttl_s: int = Field(600, ge=1, le=30 * 86400, description="how long an answer is served from either cache")
+    nginx_cache_mb: int = Field(256, ge=1, description="disk nginx's cache may use")
+    max_body_kb: int = Field(16, ge=1, le=1024, description="largest question body cached (larger pass through)")
+    redis_maxmemory_mb: int = Field(256, ge=8, description="Redis's memory limit; beyond it, eviction")
+    redis_policy: Literal["allkeys-lru", "allkeys-lfu", "volatile-lru", "volatile-ttl"] = "allkeys-lru"
+    listen_port: int = Field(0, ge=0, le=65535, description="nginx's port, the new entrypoint (0: a free port)")
+    proxy_port: int = Field(0, ge=0, le=65535, description="the cache add-on's port (0: a free port)")
+    redis_port: int = Field(0, ge=0, le=65535, description="Redis's port (0: a free port)")
+    state_dir: Path | None = Field(None, description="where the tier keeps its files (default: in the lab's directory, "
+                                   "else ~/.local/state/ragperf/cache)")  # fmt: skip
+    zipf_exponents: tuple[float, float] = Field((0.8, 1.2), description="the two Zipf workloads' exponents")
+    workload_users: int = Field(10, ge=1, description="concurrent users of the hit-rate workloads")
+    workload_duration_s: float = Field(30.0, gt=0, description="how long each hit-rate workload runs")
+    outage_drill: bool = Field(True, description="stop Redis in the middle of a load step, and see what happens")
+
+    @model_validator(mode="after")
+    def _two_exponents(self) -> Cache:
+        low, high = self.zipf_exponents
+        if not 0 < low < high:
+            raise ValueError(f"cache.zipf_exponents must be two positive exponents, lower first, got {[low, high]}")
+        return self
+
+
 class Criterion(_Strict):
     """One phase's success criteria: p95 and success rate at 10 users, and the users it must hold."""
 
@@ -152,6 +178,7 @@ class Params(_Strict):
     load: Load = Load()
     workload: Workload = Workload()
     changes: Changes = Changes()
+    cache: Cache = Cache()
     criteria: Criteria = Criteria()
 
     def criteria_of(self, phase: str) -> metrics.Slo:

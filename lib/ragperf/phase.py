@@ -226,22 +226,24 @@ def workloads(ctx: PhaseContext) -> Workloads:
         unique = list({(i.question, i.mode): i for i in log_items}.values())
         return Workloads(log_items[: load.query_latency_questions], log_items, unique, count,
                          f"replay of {wl.log_file}", key)  # fmt: skip
-    questions = ctx.target.questions_file or _pool_file(ctx)
+    questions = question_pool(ctx)
     in_order = in_order_workload(questions, load.query_latency_questions)
     stream = zipf_workload(questions, ZIPF_DRAWS, wl.zipf_exponent, wl.seed)
     used = {(i.question, i.mode) for i in [*in_order, *stream]}
-    spare = [i for i in in_order_workload(questions, _pool_size(questions)) if (i.question, i.mode) not in used]
+    spare = [i for i in in_order_workload(questions, pool_size(questions)) if (i.question, i.mode) not in used]
     return Workloads(in_order, stream, spare, count, f"question pool {questions} with Zipf exponent {wl.zipf_exponent}",
                      key)  # fmt: skip
 
 
-def _pool_size(path: Path) -> int:
+def pool_size(path: Path) -> int:
     with path.open(encoding="utf-8") as f:
         return sum(1 for line in f if line.strip())
 
 
-def _pool_file(ctx: PhaseContext) -> Path:
+def question_pool(ctx: PhaseContext) -> Path:
     """The lab's question pool, generated into the run when the target is not the lab."""
+    if ctx.target.questions_file is not None:
+        return ctx.target.questions_file
     from ragperf_lab import corpus
 
     path = ctx.run.path / "questions.jsonl"
@@ -284,13 +286,20 @@ def phase_metrics(
 
 
 def finish(
-    ctx: PhaseContext, m: Measurement, figures: Mapping[str, Any], extra: Mapping | None = None, label: str = ""
+    ctx: PhaseContext,
+    m: Measurement,
+    figures: Mapping[str, Any],
+    extra: Mapping | None = None,
+    label: str = "",
+    sections: Mapping[str, Any] | None = None,
 ) -> dict:
     """Write ``metrics.json``, ``requests.parquet`` and the charts (into the ``label`` subdirectory for one of
-    several measurements of the phase); check the legacy service is untouched."""
+    several measurements of the phase); check the legacy service is untouched. ``sections`` are further
+    top-level parts of metrics.json (a phase's own details)."""
     out = ctx.dir(label)
     result = phase_metrics(ctx, m, extra, label)
     result["generator_notes"] = m.generator_notes()
+    result.update(metrics.plain(sections or {}))
     m.records().to_parquet(out / "requests.parquet", index=False)
     for name, fig in figures.items():
         charts.save(fig, out / f"{name}.png")

@@ -39,6 +39,22 @@ def _run(base_url: str, items: Sequence[WorkItem], out: Path, params: Params, **
                     remote_workers=load.remote_workers, master_port=load.master_port, **kwargs)  # fmt: skip
 
 
+def run_step(
+    base_url: str,
+    items: Sequence[WorkItem],
+    params: Params,
+    out: Path,
+    *,
+    users: int,
+    duration_s: float,
+    scenario: str,
+    cycle: bool = True,
+) -> LoadResult:
+    """One step of ``users`` for ``duration_s`` under a scenario name of the caller's (e.g. a phase's own workload)."""
+    return _run(base_url, items, out, params, users=users, cycle=cycle, duration_s=duration_s, scenario=scenario,
+                step=f"users={users}")  # fmt: skip
+
+
 def query_latency_test(base_url: str, questions: Sequence[WorkItem], params: Params, out: Path) -> LoadResult:
     """One user, the questions in order, stopped at the time limit."""
     items = list(questions)[: params.load.query_latency_questions]

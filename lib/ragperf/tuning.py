@@ -30,7 +30,7 @@ import psycopg
 import yaml
 from psycopg import sql
 
-from ragperf import changes, hosttune, indexes, lab, pgtune, runs
+from ragperf import cacheproxy, changes, hosttune, indexes, lab, nginx, pgtune, rediscache, runs
 from ragperf.changes import Applier, Change, ChangeError
 from ragperf.params import Params
 from ragperf.phase import Target, TargetError, resolve_target
@@ -145,7 +145,19 @@ class RoleSettingApplier:
 
 
 def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[str, Applier]:
-    """One applier per change kind, allowed what this target and these parameters allow."""
+    """One applier per change kind, allowed what this target and these parameters allow.
+
+    The database's kinds need the target's DSN and are left out without one; the caching tier's kinds
+    (Phase 2) run processes of ragperf's own and need nothing of the target.
+    """
+    kinds: dict[str, Applier] = {
+        rediscache.KIND: rediscache.RedisApplier(),
+        cacheproxy.KIND: cacheproxy.ProxyApplier(),
+        nginx.KIND: nginx.NginxApplier(),
+        hosttune.KIND: hosttune.HostApplier(allowed=target.kind != "lab" and params.changes.allow_host_changes),
+    }
+    if not target.admin_dsn:
+        return kinds
     connect = connector(target)
     restart, hint = restarter(target, params)
     ram = None if target.kind == "lab" or params.target.host is None else int(params.target.host.memory_gb * pgtune.GB)
@@ -154,7 +166,7 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
         "column": indexes.ColumnApplier(connect),
         "index": indexes.IndexApplier(connect, progress=progress, ram_bytes=ram),
         ROLE_KIND: RoleSettingApplier(connect),
-        hosttune.KIND: hosttune.HostApplier(allowed=target.kind != "lab" and params.changes.allow_host_changes),
+        **kinds,
     }
 
 
@@ -173,7 +185,7 @@ class Rollback:
     run_id: str
     phase: str
     undone: list[str]
-    differences: list[str]
+    differences: list[str] | None  # None: the phase kept no pg_settings snapshot (it changed no settings)
 
     def text(self) -> str:
         lines = [f"{self.phase} of run {self.run_id}: undid {len(self.undone)} change(s)"]
@@ -181,7 +193,7 @@ class Rollback:
         if self.differences:
             lines.append("pg_settings still differ from before the phase:")
             lines += [f"  - {d}" for d in self.differences]
-        else:
+        elif self.differences is not None:
             lines.append("pg_settings are identical to the snapshot taken before the phase.")
         return "\n".join(lines)
 
@@ -194,7 +206,7 @@ def rollback_phase(run: runs.Run, phase: str, target: Target, params: Params) ->
         raise ChangeError(f"run {run.id} has no {phase}/{changes.JOURNAL}: {phase} changed nothing there")
     kinds = appliers(target, params, progress=False)
     undone = changes.rollback(journal, kinds)
-    differences: list[str] = []
+    differences: list[str] | None = None
     before_path = out / SETTINGS_BEFORE
     if before_path.exists():
         before = json.loads(before_path.read_text(encoding="utf-8"))

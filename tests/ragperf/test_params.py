@@ -35,6 +35,9 @@ def test_profiles_and_targets_layer_and_files_win(tmp_path: Path):
         ({"slo": {"success_rate_pct": 120}}, "slo.success_rate_pct: Input should be less than or equal to 100"),
         ({"workload": {"kind": "poisson"}}, "workload.kind: Input should be 'zipf' or 'replay'"),
         ({"workload": {"kind": "replay"}}, "workload.log_file is required when workload.kind is 'replay'"),
+        ({"cache": {"zipf_exponents": [1.2, 0.8]}}, "cache.zipf_exponents must be two positive exponents, lower first"),
+        ({"cache": {"redis_policy": "noeviction"}}, "cache.redis_policy: Input should be 'allkeys-lru'"),
+        ({"cache": {"ttl": 60}}, "unknown key 'cache.ttl': allowed here are ttl_s"),
     ],
 )
 def test_bad_values_name_the_key_and_what_is_allowed(tmp_path: Path, data: dict, expected: str):
