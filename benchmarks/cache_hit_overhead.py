@@ -884,7 +884,7 @@ def run(args: argparse.Namespace, support: LuaSupport) -> dict[str, Any]:
     stack = Stack(root)
     try:
         redis = stack.start_redis()
-        redis_url, redis_port = redis.url, redis.config().port
+        redis_url, redis_port = redis.url, redis.config.port
         urls = {"upstream": stack.start_upstream()}
         app_port = int(urls["upstream"].rsplit(":", 1)[1])
         urls["cacheproxy"] = stack.start_cacheproxy(urls["upstream"], redis_url)

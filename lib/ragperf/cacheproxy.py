@@ -59,7 +59,6 @@ import ipaddress
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
@@ -763,54 +762,23 @@ def _check_redis_url(value: object) -> None:
         )
 
 
-class ProxyServer:
+class ProxyServer(procs.Recorded):
     """One cache add-on process whose record and log live in ``state_dir``; stopped by its recorded PID.
 
     The process record (``cacheproxy.json``: the process and its :class:`ProxyConfig`) lets any Python
     process look at or stop an add-on another one started. ``timeout`` bounds the wait for a start.
     """
 
-    def __init__(self, state_dir: Path, *, timeout: float = 20.0) -> None:
-        self.state_dir = Path(state_dir).absolute()
-        self.timeout = timeout
+    RECORD = RECORD
+    CONFIG = ProxyConfig
 
-    @property
-    def record_path(self) -> Path:
-        return self.state_dir / RECORD
+    def __init__(self, state_dir: Path, *, timeout: float = 20.0) -> None:
+        super().__init__(state_dir)
+        self.timeout = timeout
 
     @property
     def log_path(self) -> Path:
         return self.state_dir / LOG
-
-    def _record(self) -> dict[str, Any] | None:
-        try:
-            text = self.record_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            record = json.loads(text)
-        except ValueError:
-            log.warning("ignoring an unreadable process record %s", self.record_path)
-            return None
-        return record if isinstance(record, dict) and "proc" in record else None
-
-    @property
-    def proc(self) -> procs.Proc | None:
-        """The recorded process, alive or not; None when nothing was recorded."""
-        record = self._record()
-        return procs.Proc.from_json(record["proc"]) if record else None
-
-    @property
-    def config(self) -> ProxyConfig | None:
-        """The configuration the running add-on was started with; None when none runs."""
-        record = self._record()
-        return ProxyConfig.from_dict(record["config"]) if record and self.running else None
-
-    @property
-    def running(self) -> bool:
-        """True if the recorded process still runs (same PID and start time)."""
-        proc = self.proc
-        return proc is not None and procs.is_alive(proc)
 
     @property
     def url(self) -> str:
@@ -893,7 +861,7 @@ class ProxyServer:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ragperf starts: {' '.join(argv)}\n")
         proc = procs.start("cacheproxy", argv, self.log_path, port=cfg.listen_port)
         # Recorded before the wait, so that the process can be stopped by its PID whatever happens next.
-        _write_atomic(self.record_path, json.dumps({"proc": proc.to_json(), "config": cfg.to_dict()}, indent=2) + "\n")
+        self._save_record(proc, cfg)
         try:
             self._wait_healthy(proc, cfg)
         except BaseException:
@@ -937,12 +905,6 @@ class ProxyServer:
                 log.info("the cache add-on on port %s stopped (pid %d)", proc.port, proc.pid)
         self.record_path.unlink(missing_ok=True)
         return stopped
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:

@@ -50,7 +50,6 @@ import contextlib
 import grp
 import hashlib
 import ipaddress
-import json
 import logging
 import math
 import os
@@ -388,20 +387,6 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _worker_user() -> tuple[str, int, int] | None:
     """The ``user`` directive for a root master (``nobody`` and its group), or None when not root."""
     if os.geteuid() != 0:
@@ -485,15 +470,18 @@ def _ping(host: str, port: int, timeout: float = 2.0) -> str | None:
         return None
 
 
-class Nginx:
+class Nginx(procs.Recorded):
     """One nginx instance whose files all live in ``state_dir``.
 
     The process record (``nginx.json``: PID, start time, configuration and its digest) is kept in
     the state directory, so any process can look at or stop an instance another one started.
     """
 
+    RECORD = RECORD
+    CONFIG = CacheConfig
+
     def __init__(self, state_dir: Path, *, nginx_bin: str = NGINX_BIN, timeout: float = 15.0) -> None:
-        self.state_dir = Path(state_dir).absolute()
+        super().__init__(state_dir)
         self.nginx_bin = nginx_bin
         self.timeout = timeout
 
@@ -502,10 +490,6 @@ class Nginx:
     @property
     def conf_path(self) -> Path:
         return self.state_dir / CONF
-
-    @property
-    def record_path(self) -> Path:
-        return self.state_dir / RECORD
 
     @property
     def error_log(self) -> Path:
@@ -524,38 +508,6 @@ class Nginx:
         """The cache-key version in use (kept in the state directory, it only grows)."""
         text = _read(self.state_dir / KEY_VERSION_FILE).strip()
         return int(text) if text.isdigit() else 1
-
-    def _record(self) -> dict[str, Any] | None:
-        text = _read(self.record_path)
-        if not text.strip():
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            log.warning("ignoring an unreadable process record %s", self.record_path)
-            return None
-
-    def _save_record(self, proc: procs.Proc, cfg: CacheConfig, digest: str) -> None:
-        data = {"proc": proc.to_json(), "config": cfg.to_dict(), "digest": digest, "key_version": self.key_version}
-        _write_atomic(self.record_path, json.dumps(data, indent=2) + "\n")
-
-    @property
-    def proc(self) -> procs.Proc | None:
-        """The recorded master process, alive or not."""
-        record = self._record()
-        return procs.Proc.from_json(record["proc"]) if record else None
-
-    @property
-    def config(self) -> CacheConfig | None:
-        """The configuration the running instance was last started or reloaded with."""
-        record = self._record()
-        return CacheConfig.from_dict(record["config"]) if record and self.running else None
-
-    @property
-    def running(self) -> bool:
-        """True if the recorded master process is alive."""
-        proc = self.proc
-        return proc is not None and procs.is_alive(proc)
 
     def status(self) -> dict[str, Any]:
         """What runs: PID, port, digest, key version, configuration (JSON values)."""
@@ -601,12 +553,12 @@ class Nginx:
         check(text, self.state_dir, nginx_bin=self.nginx_bin)
         if not procs.port_is_free(cfg.listen_port, cfg.listen_host):
             raise NginxError(f"listen_port: port {cfg.listen_port} is in use")
-        _write_atomic(self.conf_path, text)
+        procs.write_atomic(self.conf_path, text)
         argv = [self.nginx_bin, "-c", str(self.conf_path), "-p", f"{self.state_dir}/", "-e", str(self.error_log),
                 "-g", "daemon off;"]  # fmt: skip
         proc = procs.start("nginx", argv, self.state_dir / "nginx.log", port=cfg.listen_port)
         digest = rendered_digest(text) or ""
-        self._save_record(proc, cfg, digest)
+        self._save_record(proc, cfg, digest=digest, key_version=self.key_version)
         try:
             self._wait_serving(cfg, digest, proc, "start")
         except BaseException:
@@ -667,19 +619,19 @@ class Nginx:
             raise NginxError(f"listen_port: port {cfg.listen_port} is in use")
         previous = _read(self.conf_path)
         if previous:
-            _write_atomic(self.state_dir / CONF_PREV, previous)
-        _write_atomic(self.conf_path, text)
+            procs.write_atomic(self.state_dir / CONF_PREV, previous)
+        procs.write_atomic(self.conf_path, text)
         old_workers = _accepting_workers(proc.pid)
         os.kill(proc.pid, signal.SIGHUP)
         try:
             self._wait_serving(cfg, digest, proc, "reload", old_workers)
         except NginxError as exc:
             if previous:
-                _write_atomic(self.conf_path, previous)
+                procs.write_atomic(self.conf_path, previous)
                 if procs.is_alive(proc):
                     os.kill(proc.pid, signal.SIGHUP)
             raise NginxError(f"nginx did not take the new configuration; the previous one is back: {exc}") from exc
-        self._save_record(proc, cfg, digest)
+        self._save_record(proc, cfg, digest=digest, key_version=self.key_version)
         log.info("nginx in %s reloaded (configuration %s)", self.state_dir, digest)
 
     def stop(self, *, timeout: float = 10.0) -> bool:
@@ -713,7 +665,7 @@ class Nginx:
         The version only grows, so undoing a configuration change cannot bring old answers back.
         """
         version = self.key_version + 1
-        _write_atomic(self.state_dir / KEY_VERSION_FILE, f"{version}\n")
+        procs.write_atomic(self.state_dir / KEY_VERSION_FILE, f"{version}\n")
         record = self._record()
         if record is not None and self.running:
             self.reload(CacheConfig.from_dict(record["config"]))

@@ -102,9 +102,8 @@ class Running:
 
 def running(base: Path) -> Running:
     """The tier's parts running from ``base``, by their process records."""
-    redis = rediscache.RedisServer(base / "redis")
     return Running(
-        redis.config() if redis.running else None,
+        rediscache.RedisServer(base / "redis").config,
         cacheproxy.ProxyServer(base / "proxy").config,
         nginx.Nginx(base / "nginx").config,
     )

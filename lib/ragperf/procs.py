@@ -8,17 +8,20 @@ process counts as dead and is never signalled.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
 log = logging.getLogger(__name__)
 
@@ -170,3 +173,72 @@ def log_tail(proc: Proc, lines: int = 20) -> str:
     except FileNotFoundError:
         return "(no log)"
     return "\n".join(text.splitlines()[-lines:])
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (a reader sees the old file or the new, never half of one)."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+class Recorded:
+    """A server ragperf runs from a state directory, with a process record there (``RECORD``: the process,
+    its configuration and anything else the subclass keeps), so that any Python process can see it or
+    stop it by its PID.
+
+    Subclasses set ``RECORD`` (the file name) and ``CONFIG`` (a class with ``from_dict`` and ``to_dict``).
+    """
+
+    RECORD: ClassVar[str]
+    CONFIG: ClassVar[Any]
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir).absolute()
+
+    @property
+    def record_path(self) -> Path:
+        return self.state_dir / self.RECORD
+
+    def _record(self) -> dict[str, Any] | None:
+        try:
+            text = self.record_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            record = json.loads(text)
+        except ValueError:
+            log.warning("ignoring an unreadable process record %s", self.record_path)
+            return None
+        return record if isinstance(record, dict) and "proc" in record else None
+
+    def _save_record(self, proc: Proc, config: Any, **extra: Any) -> None:
+        data = {"proc": proc.to_json(), "config": config.to_dict(), **extra}
+        write_atomic(self.record_path, json.dumps(data, indent=2) + "\n")
+
+    @property
+    def proc(self) -> Proc | None:
+        """The recorded process, alive or not; None when nothing was recorded."""
+        record = self._record()
+        return Proc.from_json(record["proc"]) if record else None
+
+    @property
+    def running(self) -> bool:
+        """True if the recorded process still runs (same PID and start time)."""
+        proc = self.proc
+        return proc is not None and is_alive(proc)
+
+    @property
+    def config(self) -> Any:
+        """The configuration the running server was started with; None when none runs."""
+        record = self._record()
+        return self.CONFIG.from_dict(record["config"]) if record and self.running else None

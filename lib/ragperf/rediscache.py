@@ -22,7 +22,6 @@ The configuration makes it a cache, not a database:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import time
@@ -124,51 +123,26 @@ def render(cfg: RedisConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-class RedisServer:
+class RedisServer(procs.Recorded):
     """One private redis-server whose files all live in ``state_dir``; stopped by its recorded PID."""
 
-    def __init__(self, state_dir: Path) -> None:
-        self.state_dir = Path(state_dir)
+    RECORD = RECORD
+    CONFIG = RedisConfig
 
     @property
     def conf_path(self) -> Path:
         return self.state_dir / CONF
 
     @property
-    def record_path(self) -> Path:
-        return self.state_dir / RECORD
-
-    @property
     def log_path(self) -> Path:
         return self.state_dir / LOG
-
-    def proc(self) -> procs.Proc | None:
-        """The recorded process, or None when nothing was recorded."""
-        try:
-            data = json.loads(self.record_path.read_text())
-        except (FileNotFoundError, ValueError):
-            return None
-        return procs.Proc.from_json(data)
-
-    def config(self) -> RedisConfig | None:
-        """The configuration the recorded process was started with, or None."""
-        proc = self.proc()
-        if proc is None or "config" not in proc.extra:
-            return None
-        return RedisConfig.from_dict(proc.extra["config"])  # type: ignore[arg-type]
-
-    @property
-    def running(self) -> bool:
-        """True if the recorded redis-server still runs."""
-        proc = self.proc()
-        return proc is not None and procs.is_alive(proc)
 
     @property
     def url(self) -> str:
         """``redis://127.0.0.1:<port>/0`` of the recorded server."""
-        cfg = self.config()
+        cfg = self.config
         if cfg is None:
-            raise ChangeError(f"no Redis was started from {self.state_dir}")
+            raise ChangeError(f"no Redis runs from {self.state_dir}")
         return cfg.url
 
     def start(self, cfg: RedisConfig, timeout: float = 15.0) -> procs.Proc:
@@ -179,9 +153,9 @@ class RedisServer:
         """
         if cfg.state_dir != self.state_dir:
             raise ChangeError(f"the configuration's state_dir {cfg.state_dir} is not this server's {self.state_dir}")
-        current = self.proc()
+        current = self.proc
         if current is not None and procs.is_alive(current):
-            if self.config() == cfg:
+            if self.config == cfg:
                 log.info("Redis on port %d already runs with this configuration (pid %d)", cfg.port, current.pid)
                 return current
             log.info("Redis configuration changed: restarting it")
@@ -202,9 +176,8 @@ class RedisServer:
             [redis_server_binary(), str(self.conf_path)],
             self.log_path,
             port=cfg.port,
-            extra={"config": cfg.to_dict()},
         )
-        self.record_path.write_text(json.dumps(proc.to_json(), indent=2))
+        self._save_record(proc, cfg)
         try:
             _wait_ping(proc, cfg.port, timeout)
         except BaseException:
@@ -216,7 +189,7 @@ class RedisServer:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop the recorded redis-server by its PID; False if it was not running."""
-        proc = self.proc()
+        proc = self.proc
         if proc is None:
             return False
         stopped = procs.stop(proc, timeout=timeout)

@@ -350,7 +350,7 @@ def test_redis_outage_bypasses_the_cache_and_recovers(lab, client):
 
 
 def test_a_hung_redis_times_out_into_bypass(lab, client):
-    proc = lab.redis.proc()
+    proc = lab.redis.proc
     assert proc is not None
     assert status(ask(client, "hung question")) in (MISS, BYPASS)
     os.kill(proc.pid, signal.SIGSTOP)

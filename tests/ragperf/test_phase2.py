@@ -128,7 +128,7 @@ def test_rollback_leaves_nothing_running_and_the_app_serves_as_before(ctx, appli
     tier, kinds, journal = applied
     base = tier.nginx.state_dir.parent
     started = [nginx.Nginx(base / "nginx").proc, cacheproxy.ProxyServer(base / "proxy").proc,
-               rediscache.RedisServer(base / "redis").proc()]  # fmt: skip
+               rediscache.RedisServer(base / "redis").proc]  # fmt: skip
     assert all(p is not None and procs.is_alive(p) for p in started)
     undone = changes.rollback(journal, kinds)
     assert len(undone) == 3

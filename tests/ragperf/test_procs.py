@@ -1,8 +1,10 @@
+import json
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
-from ragperf import procs
+from ragperf import changes, procs
 
 
 def _sleeper(tmp_path):
@@ -48,3 +50,36 @@ def test_free_port_is_bindable():
 def test_record_round_trips_through_json(tmp_path):
     proc = procs.Proc("x", 1, 2, ["a"], "log", 80, {"k": "v"})
     assert procs.Proc.from_json(proc.to_json()) == proc
+
+
+@dataclass(frozen=True)
+class _Settings(changes.Config):
+    seconds: int
+    hosts: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "hosts", tuple(self.hosts))  # JSON gives a list back
+
+
+class _Sleeper(procs.Recorded):
+    RECORD = "sleeper.json"
+    CONFIG = _Settings
+
+
+def test_a_recorded_server_is_seen_and_stopped_from_its_record_alone(tmp_path):
+    cfg = _Settings(60, ("127.0.0.1",))
+    proc = procs.start("sleeper", [sys.executable, "-c", "import time; time.sleep(60)"], tmp_path / "sleep.log")
+    _Sleeper(tmp_path)._save_record(proc, cfg, note="kept")
+    other = _Sleeper(tmp_path)  # another object, as another Python process would build it
+    assert other.running and other.proc == proc and other.config == cfg
+    assert json.loads(other.record_path.read_text())["note"] == "kept"
+    assert procs.stop(other.proc) and not other.running and other.config is None
+    (tmp_path / "sleeper.json").write_text("{not json")
+    assert other.proc is None and not other.running
+
+
+def test_write_atomic_replaces_the_whole_file(tmp_path):
+    path = tmp_path / "conf"
+    path.write_text("old")
+    procs.write_atomic(path, "new text")
+    assert path.read_text() == "new text" and [p.name for p in tmp_path.iterdir()] == ["conf"]

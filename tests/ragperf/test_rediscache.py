@@ -156,10 +156,10 @@ def test_applier_apply_is_idempotent_and_undo_leaves_nothing(base):
     server = RedisServer(cfg.state_dir)
     try:
         applier.apply([change])
-        proc = server.proc()
+        proc = server.proc
         assert proc is not None and server.running
         applier.apply([change])  # already running with this configuration
-        assert server.proc() == proc and procs.is_alive(proc)
+        assert server.proc == proc and procs.is_alive(proc)
 
         applier.undo([change])
         assert not procs.is_alive(proc)
@@ -182,7 +182,7 @@ def test_applier_changes_settings_and_undo_restores_them(base):
         assert server.info()["maxmemory"] == 32 * 1024 * 1024
         assert server.info()["maxmemory_policy"] == "volatile-lru"
         applier.undo([change])
-        assert server.config() == old and server.info()["maxmemory"] == 16 * 1024 * 1024
+        assert server.config == old and server.info()["maxmemory"] == 16 * 1024 * 1024
     finally:
         _stop_all(server)
 
