@@ -158,11 +158,11 @@ def test_rollback_phase2_stops_the_tier_and_the_app_serves_as_before(tuned, env,
     run, _ = tuned
     tier = metrics.read_metrics_json(run.path / "phase2" / "metrics.json")["cache"]
     base = lab_dir / "cache"
-    assert phase2.running(base).any()
+    assert phase2.running(base).any() and lab.status(lab_dir)["cache_tier"]["nginx"] == tier["entrypoint"]
     done = ragperf(env, "rollback", "phase2", "--run", run.id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "undid 3 change(s)" in done.stdout and "pg_settings" not in done.stdout
-    assert not phase2.running(base).any()
+    assert not phase2.running(base).any() and not any(lab.status(lab_dir)["cache_tier"].values())
     assert procs.port_is_free(tier["tier"]["nginx"]["listen_port"])
     response = httpx.post(
         f"{lab.status(lab_dir)['app_url']}/ask", json={"question": "Hồ sơ mời thầu là gì?"}, timeout=60

@@ -125,6 +125,9 @@ def _print_status(info: dict, *, as_json: bool) -> None:
     if info["app_url"]:
         print(f"  app      {info['app_url']}  (POST /ask, GET /health)")
         print(f"  dsn      {info['dsn']}  (password in {info['lab_dir']}/secrets.json)")
+    tier = info.get("cache_tier") or {}
+    if any(tier.values()):
+        print(f"  cached   {tier['nginx']} (nginx) -> {tier['cache_addon']} (add-on) -> app; Redis {tier['redis']}")
     if info["corpus"]:
         c = info["corpus"]
         print(

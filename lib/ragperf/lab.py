@@ -179,6 +179,18 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
         return done
 
 
+def _cache_tier(lab_dir: Path) -> dict[str, str | None]:
+    """Phase 2's parts running from the lab's directory: nginx's URL (the cached entrypoint), the add-on's, Redis's."""
+    from ragperf import phase2
+
+    now = phase2.running(lab_dir / "cache")
+    return {
+        "nginx": f"http://{now.nginx.listen_host}:{now.nginx.listen_port}" if now.nginx else None,
+        "cache_addon": now.proxy.url if now.proxy else None,
+        "redis": now.redis.url if now.redis else None,
+    }
+
+
 def _stop_cache_tier(lab_dir: Path) -> list[str]:
     """Stop Phase 2's nginx, cache add-on and Redis if they run from the lab's directory."""
     from ragperf import phase2  # phase2 builds on the phase module, which builds on this one
@@ -309,6 +321,7 @@ def status(lab_dir: Path | None = None) -> dict[str, object]:
         "admin_dsn": labdb.dsn(pg_port, labdb.SUPERUSER) if pg_port else None,
         "services": services,
         "corpus": state.corpus,
+        "cache_tier": _cache_tier(lab_dir),
         "postgres": pginstall.installed(),
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
