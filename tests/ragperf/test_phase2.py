@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from ragperf import cacheproxy, changes, metrics, nginx, phase, phase2, procs, rediscache, tuning
+from ragperf.params import Params
 
 pytestmark = pytest.mark.lab
 QUICK = Path(__file__).resolve().parents[1] / "params" / "quick.yaml"
@@ -138,3 +139,18 @@ def test_rollback_leaves_nothing_running_and_the_app_serves_as_before(ctx, appli
     response = httpx.post(f"{ctx.target.base_url}/ask", json={"question": _questions(ctx, 1)[0]}, timeout=60)
     assert response.status_code == 200 and "x-cache-status" not in response.headers
     assert changes.rollback(journal, kinds) == []
+
+
+def test_a_deployment_gets_a_plan_in_front_of_its_url(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    target = phase.Target("deployment", "http://10.0.0.5:8000")
+    params = Params.model_validate({"target": {"kind": "deployment", "base_url": target.base_url}})
+    assert params.effective_mode() == "plan"
+    tier = phase2.desired(target, params)
+    assert tier.nginx.state_dir == tmp_path / ".local" / "state" / "ragperf" / "cache" / "nginx"
+    assert tier.proxy.upstream == "http://10.0.0.5:8000" and tier.redis.url.startswith("redis://127.0.0.1:")
+    planned = phase2.plan(phase2.Running(None, None, None), tier)
+    assert [c.kind for c in planned] == ["redis", "cacheproxy", "nginx"]
+    assert not phase2.running(tier.nginx.state_dir.parent).any()  # planning starts nothing
+    with pytest.raises(ValueError, match="upstream"):
+        phase2.desired(phase.Target("deployment", "https://rag.example.org"), params)
