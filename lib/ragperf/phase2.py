@@ -372,6 +372,7 @@ def main_metrics(records: pd.DataFrame, proxy_delta: Mapping[str, int]) -> dict[
     }
 
 
+JUDGED_WORKLOADS = ("replay", "zipf_high")  # the workloads the plan's hit rate is judged on, first found
 EXPECTED = (
     ("Cache hit rate 50–70 % for frequent queries", "hit_rate", "%"),
     ("Response time for cached queries < 100 ms (p95 of cached answers)", "cached_p95", "s"),
@@ -380,19 +381,35 @@ EXPECTED = (
 
 
 def expected_impact(result: Mapping[str, Any], hit_rates: pd.DataFrame) -> pd.DataFrame:
-    """The plan's "Expected Impact" for Phase 2 beside what was measured."""
-    hit = metrics.value_of(result, "hit_rate")
+    """The plan's "Expected Impact" for Phase 2 beside what was measured.
+
+    Hit rate and backend load are judged on a workload run from empty caches: the replayed log (the
+    traffic this run really sent), else the steeper Zipf workload. The Phase 0/1 scenarios cycle over one
+    stream of a few thousand draws, so once its distinct questions are cached nearly every request hits:
+    their hit rate is shown beside, not judged.
+    """
     cached = metrics.value_of(result, "cached_p95")
-    reduction = metrics.value_of(result, "backend_load_reduction")
-    rates = hit_rates.dropna(subset=["hit_rate"]) if "hit_rate" in hit_rates else hit_rates.iloc[0:0]
+    cycled = metrics.value_of(result, "hit_rate")
+    columns = ["workload", "hit_rate", "backend_load_reduction"]
+    rates = hit_rates.dropna(subset=["hit_rate"]) if "hit_rate" in hit_rates else pd.DataFrame(columns=columns)
+    judged = next((rates[rates["workload"] == w].iloc[0] for w in JUDGED_WORKLOADS if w in set(rates["workload"])),
+                  None)  # fmt: skip
     per_workload = ", ".join(f"{w} {h:.0f} %" for w, h in zip(rates["workload"], rates["hit_rate"], strict=True))
+    cycled_text = "" if cycled is None else f"; the cycled Phase 0/1 scenarios: {cycled:.0f} %"
+    if judged is None:
+        hit_row = ("not measured" + cycled_text, False)
+        load_row = ("not measured", False)
+    else:
+        hit_row = (f"{judged['hit_rate']:.1f} % ({judged['workload']}, from empty caches; {per_workload}{cycled_text})",
+                   judged["hit_rate"] >= 50.0)  # fmt: skip
+        reduction = judged["backend_load_reduction"]
+        load_row = (f"−{reduction:.0f} % ({judged['workload']}, requests reaching the app counted by the add-on)",
+                    reduction >= 60.0)  # fmt: skip
     rows = [
-        (EXPECTED[0][0], "not measured" if hit is None else f"{hit:.1f} % (the run's Zipf workload; {per_workload})",
-         hit is not None and hit >= 50.0),
+        (EXPECTED[0][0], *hit_row),
         (EXPECTED[1][0], "not measured" if cached is None else f"{1000 * cached:.0f} ms",
          cached is not None and cached < 0.1),
-        (EXPECTED[2][0], "not measured" if reduction is None else f"−{reduction:.0f} % (counted by the add-on)",
-         reduction is not None and reduction >= 60.0),
+        (EXPECTED[2][0], *load_row),
     ]  # fmt: skip
     return pd.DataFrame(
         [{"expected (PLAN.md)": e, "measured": m, "met": "met" if ok else "not met"} for e, m, ok in rows]

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -154,3 +155,18 @@ def test_a_deployment_gets_a_plan_in_front_of_its_url(tmp_path, monkeypatch):
     assert not phase2.running(tier.nginx.state_dir.parent).any()  # planning starts nothing
     with pytest.raises(ValueError, match="upstream"):
         phase2.desired(phase.Target("deployment", "https://rag.example.org"), params)
+
+
+def test_expected_impact_judges_hit_rate_on_a_workload_from_empty_caches():
+    result = {"hit_rate": {"value": 99.9}, "cached_p95": {"value": 0.059}}
+    rates = pd.DataFrame([
+        {"workload": "zipf_low", "hit_rate": 42.4, "backend_load_reduction": 43.1},
+        {"workload": "zipf_high", "hit_rate": 77.9, "backend_load_reduction": 79.3},
+        {"workload": "replay", "hit_rate": 45.0, "backend_load_reduction": 44.0},
+    ])  # fmt: skip
+    table = phase2.expected_impact(result, rates)
+    assert table["met"].tolist() == ["not met", "met", "not met"]  # the replay decides, not the cycled 99.9 %
+    assert "replay, from empty caches" in table["measured"][0] and "cycled Phase 0/1 scenarios: 100 %" in table[
+        "measured"][0]  # fmt: skip
+    unmeasured = phase2.expected_impact({}, pd.DataFrame())
+    assert unmeasured["met"].tolist() == ["not met"] * 3
