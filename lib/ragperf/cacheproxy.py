@@ -1,7 +1,7 @@
 """The cache add-on: a small async proxy in front of the RAG service that keeps its answers in Redis.
 
 Run it as ``python -m ragperf.cacheproxy --listen-port P --upstream http://127.0.0.1:APP
---redis redis://127.0.0.1:R/0 --ttl 600 [--key-version v1]``, or in-process with :func:`build_app`
+--redis redis://127.0.0.1:R/0 --ttl 600 [--key-version v1]``, or in-process as :class:`CacheProxy`
 (an ASGI application), or as a process ragperf starts and stops by its PID with :class:`ProxyServer`.
 
 What it caches: ``POST /ask`` (no query string, a JSON content type) whose body is a JSON object with
@@ -352,25 +352,6 @@ class CacheProxy:
             return False
         return True
 
-    async def purge(self, key_version: str | None = None) -> int:
-        """Delete the cached answers (of one key version, or all) with SCAN; return how many."""
-        pattern = _purge_pattern(key_version)
-
-        async def run(client: aredis.Redis) -> int:
-            deleted = 0
-            batch: list[bytes] = []
-            async for key in client.scan_iter(match=pattern, count=1000):
-                batch.append(key)
-                if len(batch) >= 500:
-                    deleted += await client.unlink(*batch)
-                    batch = []
-            if batch:
-                deleted += await client.unlink(*batch)
-            return deleted
-
-        # A purge may scan many keys: give it more than a lookup's time.
-        return int(await asyncio.wait_for(run(self._cache()), timeout=60))
-
     # -- ASGI ------------------------------------------------------------------------------------
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -419,7 +400,7 @@ class CacheProxy:
     async def _purge_reply(self, query: bytes) -> Reply:
         versions = parse_qs(query.decode("latin-1")).get("key_version")
         try:
-            deleted = await self.purge(versions[0] if versions else None)
+            deleted = await asyncio.to_thread(purge, self.redis_url, versions[0] if versions else None)
         except ValueError as exc:
             return _json_reply(400, {"detail": str(exc)})
         except (TimeoutError, redis.RedisError, OSError) as exc:
@@ -561,30 +542,6 @@ def _purge_pattern(key_version: str | None) -> str:
     if key_version is None:
         return KEY_PREFIX + "*"
     return f"{KEY_PREFIX}{check_key_version(key_version)}:*"
-
-
-def build_app(
-    upstream: str,
-    redis_url: str,
-    *,
-    ttl: int = 600,
-    key_version: str = "v1",
-    timeout: float = 60.0,
-    redis_timeout: float = 0.2,
-    retry_s: float = 1.0,
-    max_connections: int = 200,
-) -> CacheProxy:
-    """The cache add-on as an ASGI application (see :class:`CacheProxy` for the arguments)."""
-    return CacheProxy(
-        upstream,
-        redis_url,
-        ttl=ttl,
-        key_version=key_version,
-        timeout=timeout,
-        redis_timeout=redis_timeout,
-        retry_s=retry_s,
-        max_connections=max_connections,
-    )
 
 
 def purge(redis_url: str, key_version: str | None = None) -> int:
@@ -1001,7 +958,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    app = build_app(
+    app = CacheProxy(
         args.upstream,
         args.redis,
         ttl=args.ttl,

@@ -25,7 +25,7 @@ from ragperf import params as params_mod
 from ragperf.loadgen import LoadResult
 from ragperf.params import Params
 from ragperf.redact import install_log_filter
-from ragperf.workload import WorkItem, in_order_workload, replay_workload, zipf_workload
+from ragperf.workload import WorkItem, in_order_workload, read_pool, replay_workload, zipf_workload
 
 log = logging.getLogger(__name__)
 
@@ -230,14 +230,9 @@ def workloads(ctx: PhaseContext) -> Workloads:
     in_order = in_order_workload(questions, load.query_latency_questions)
     stream = zipf_workload(questions, ZIPF_DRAWS, wl.zipf_exponent, wl.seed)
     used = {(i.question, i.mode) for i in [*in_order, *stream]}
-    spare = [i for i in in_order_workload(questions, pool_size(questions)) if (i.question, i.mode) not in used]
+    spare = [i for i in read_pool(questions) if (i.question, i.mode) not in used]
     return Workloads(in_order, stream, spare, count, f"question pool {questions} with Zipf exponent {wl.zipf_exponent}",
                      key)  # fmt: skip
-
-
-def pool_size(path: Path) -> int:
-    with path.open(encoding="utf-8") as f:
-        return sum(1 for line in f if line.strip())
 
 
 def question_pool(ctx: PhaseContext) -> Path:

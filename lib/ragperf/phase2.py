@@ -35,7 +35,7 @@ from ragperf.changes import Change
 from ragperf.loadgen import LoadResult
 from ragperf.params import Params
 from ragperf.phase import PhaseContext, Target
-from ragperf.workload import WorkItem, in_order_workload, zipf_workload
+from ragperf.workload import WorkItem, read_pool, zipf_workload
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +211,9 @@ def replay_items(ctx: PhaseContext) -> tuple[list[WorkItem], str]:
         return [], f"nothing to replay: no query log given and no {REPLAY_SOURCE} in run {ctx.run.id}"
     records = pd.read_parquet(path, columns=["start", "question_id", "mode", "scenario"])
     records = records[records["scenario"].isin(["fixed", "ladder"])].sort_values("start")
-    by_id = {(item.id, item.mode): item for item in _pool(ctx)}
+    by_id = {(item.id, item.mode): item for item in read_pool(phase.question_pool(ctx))}
     items = [by_id[key] for key in zip(records["question_id"], records["mode"], strict=True) if key in by_id]
     return items, f"the {len(items):,} requests {REPLAY_SOURCE} of run {ctx.run.id} sent, in the order it sent them"
-
-
-def _pool(ctx: PhaseContext) -> list[WorkItem]:
-    path = phase.question_pool(ctx)
-    return in_order_workload(path, phase.pool_size(path))
 
 
 @dataclass
@@ -480,8 +475,3 @@ def checks(tier: Tier, questions: Sequence[str]) -> pd.DataFrame:
         )
     purge(tier)  # the measurements after this start from empty caches
     return pd.DataFrame([{"check": c, "passed": bool(ok), "seen": seen} for c, ok, seen in rows])  # fmt: skip
-
-
-def hit_cost(url: str, header: str, n: int = 200) -> dict[str, Any]:
-    """The latency of one cache's hits: one question asked ``n`` times at ``url``, counted where ``header`` says HIT."""
-    return cacheproxy.hit_overhead(url, n, header=header)

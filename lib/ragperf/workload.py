@@ -59,7 +59,7 @@ def zipf_workload(questions_file: Path, count: int, exponent: float = 1.1, seed:
     if not exponent > 0:
         raise WorkloadError(f"Zipf exponent must be > 0, got {exponent}")
     _check_count(count)
-    pool = _read_pool(questions_file)
+    pool = read_pool(questions_file)
     rng = np.random.default_rng(seed)
     ranked = [pool[i] for i in rng.permutation(len(pool))]
     weights = 1.0 / np.arange(1, len(ranked) + 1, dtype=float) ** exponent
@@ -70,7 +70,7 @@ def zipf_workload(questions_file: Path, count: int, exponent: float = 1.1, seed:
 def in_order_workload(questions_file: Path, count: int) -> list[WorkItem]:
     """The first ``count`` questions of the pool, in file order."""
     _check_count(count)
-    pool = _read_pool(questions_file)
+    pool = read_pool(questions_file)
     if count > len(pool):
         raise WorkloadError(f"{questions_file}: asked for {count} questions in order, the pool has only {len(pool)}")
     return pool[:count]
@@ -160,8 +160,8 @@ def _check_count(count: int) -> None:
         raise WorkloadError(f"count must be at least 1, got {count}")
 
 
-def _read_pool(questions_file: Path) -> list[WorkItem]:
-    """The lab's question pool: JSONL objects with id, text (or question) and mode."""
+def read_pool(questions_file: Path) -> list[WorkItem]:
+    """Every question of the lab's pool, in file order: JSONL objects with id, text (or question) and mode."""
     questions_file = Path(questions_file)
     pool = []
     for number, row in _jsonl_rows(questions_file):

@@ -401,11 +401,11 @@ def test_hit_overhead(lab, capsys):
         print(f"\nhit overhead through the proxy: {result}")
 
 
-def test_build_app_in_process(lab):
+def test_the_application_in_process(lab):
     """The same application without a server: in one event loop through httpx's ASGI transport."""
 
     async def run() -> list[str | None]:
-        app = cacheproxy.build_app(f"http://127.0.0.1:{lab.up_port}", lab.redis_url, ttl=30, key_version="inproc")
+        app = cacheproxy.CacheProxy(f"http://127.0.0.1:{lab.up_port}", lab.redis_url, ttl=30, key_version="inproc")
         try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
