@@ -84,7 +84,9 @@ def test_the_lab_is_tuned_and_the_journal_says_how(tuned, lab_dir):
         assert "vector" not in now["shared_preload_libraries"]["setting"].split(",")
         assert _embedding_type(conn) == "vector(768)"
         vector = conn.execute("SELECT embedding::text FROM langchain_pg_embedding LIMIT 1").fetchone()[0]
-        plan = indexes.explain_legacy_query(conn, [float(x) for x in vector.strip("[]").split(",")])
+        plan = indexes.explain_legacy_query(
+            conn, [float(x) for x in vector.strip("[]").split(",")], collection_name=lab.COLLECTION
+        )
         assert plan["uses_index"] == indexes.HNSW_INDEX, plan["plan_text"]
 
 

@@ -104,6 +104,14 @@ class ChangeError(RuntimeError):
     """A change could not be planned or applied."""
 
 
+def own(applier: Applier, changes: Sequence[Change]) -> Sequence[Change]:
+    """``changes`` when every one is of ``applier.kind``; else a ChangeError naming the strays."""
+    other = sorted({c.key for c in changes if c.kind != applier.kind})
+    if other:
+        raise ChangeError(f"{type(applier).__name__} makes {applier.kind!r} changes only, not {', '.join(other)}")
+    return changes
+
+
 class RolledBack(ChangeError):
     """A group failed; everything the phase had applied was undone."""
 
@@ -169,7 +177,7 @@ def apply(
         except Exception as exc:
             names = ", ".join(c.key for c in changes)
             try:
-                undone = _undo_all(done, journal)
+                undone = undo(done, journal)
             except Exception as undo_exc:
                 raise ChangeError(
                     f"applying {names} failed ({type(exc).__name__}: {exc}), and undoing the phase failed too "
@@ -187,7 +195,8 @@ def apply(
     return [c for _, changes in done for c in changes]
 
 
-def _undo_all(done: Sequence[tuple[Applier, Sequence[Change]]], journal: Journal) -> list[str]:
+def undo(done: Sequence[tuple[Applier, Sequence[Change]]], journal: Journal) -> list[str]:
+    """Undo applied groups, newest first, journaling each change as undone; return their keys."""
     undone: list[str] = []
     for applier, changes in reversed(done):
         applier.undo(list(reversed(changes)))
@@ -200,7 +209,7 @@ def _undo_all(done: Sequence[tuple[Applier, Sequence[Change]]], journal: Journal
 def rollback(journal: Journal, appliers: Mapping[str, Applier]) -> list[str]:
     """Undo, newest first, every change the journal shows applied and not undone; return their keys."""
     outstanding = journal.outstanding()
-    return _undo_all(groups(outstanding, appliers), journal)
+    return undo(groups(outstanding, appliers), journal)
 
 
 def groups(changes: Sequence[Change], appliers: Mapping[str, Applier]) -> list[tuple[Applier, list[Change]]]:

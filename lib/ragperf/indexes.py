@@ -29,8 +29,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from ragperf import labdb
-from ragperf.changes import Change, ChangeError
+from ragperf.changes import Change, ChangeError, own
 from ragperf.progress import bar as progress_bar
 
 log = logging.getLogger(__name__)
@@ -40,6 +39,8 @@ EMBEDDING = "embedding"
 HNSW_INDEX = "ragperf_embedding_hnsw"
 GIN_INDEX = "ragperf_cmetadata_gin"
 COLLECTION_INDEX = "ragperf_embedding_collection_id"
+COLLECTIONS_TABLE = "langchain_pg_collection"
+ANALYZE_KIND = "analyze"
 METADATA_COLUMNS = ("cmetadata", "metadata")
 DISTANCES = {"<=>": "cosine", "<->": "l2", "<#>": "ip", "<+>": "l1"}
 HNSW_MAX_DIMS = {"vector": 2000, "halfvec": 4000}
@@ -110,6 +111,7 @@ class Schema:
     pgvector_version: str = "0.8.0"
     server_version_num: int = 180000
     filter_values: Mapping[str, Mapping[str, int]] = field(default_factory=dict)  # rows per value of a filter key
+    analyzed: bool = True  # the planner has statistics for collection_id
 
     @property
     def dimensionless(self) -> bool:
@@ -204,7 +206,7 @@ def introspect(
             "SELECT reltuples::bigint, pg_table_size(oid), pg_total_relation_size(oid) FROM pg_class WHERE oid = %s",
             (oid,),
         ).fetchone()
-        if rows < 0:  # never analyzed
+        if rows < 0:  # never analyzed, nor indexed since it was filled
             rows = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(_ident(table_schema, table))).fetchone()[0]
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
         return Schema(
@@ -225,7 +227,18 @@ def introspect(
             pgvector_version=version[0] if version else "",
             server_version_num=int(conn.execute("SELECT current_setting('server_version_num')").fetchone()[0]),
             filter_values={key: _value_counts(conn, table_schema, table, meta, key) for key in filter_keys},
+            analyzed=has_statistics(conn, oid),
         )
+
+
+def has_statistics(conn: psycopg.Connection, regclass: int | str) -> bool:
+    """True when the planner has statistics for the table's collection_id (ANALYZE ran since it was filled)."""
+    row = conn.execute(
+        "SELECT count(*) FROM pg_statistic s JOIN pg_attribute a ON a.attrelid = s.starelid AND a.attnum = s.staattnum "
+        "WHERE s.starelid = %s::regclass AND a.attname = 'collection_id'",
+        (str(regclass),),
+    ).fetchone()
+    return bool(row[0])
 
 
 def _value_counts(conn: psycopg.Connection, table_schema: str, table: str, meta: str, key: str) -> dict[str, int]:
@@ -345,13 +358,51 @@ def plan(
     dims = _hnsw_dims(schema)
     if schema.dimensionless:
         result.append(_column_change(schema, dims))
+        result.append(analyze_change(schema, "after the column rewrite"))
+    elif not schema.analyzed:
+        result.append(analyze_change(schema, "before the builds"))
     _plan_hnsw(schema, dims, m, ef_construction, result)
     _plan_gin(schema, result)
     for key in filter_keys:
-        _plan_filter_key(schema, key, result)
         _plan_partial_hnsw(schema, key, dims, m, ef_construction, partial_share, result)
+    if any(c.kind == "index" for c in result):
+        result.append(analyze_change(schema, "after the builds"))
+    for key in filter_keys:
+        _plan_filter_key(schema, key, result)
     _plan_collection_btree(schema, result)
     return result
+
+
+def analyze_change(schema: Schema, when: str) -> Change:
+    """ANALYZE of the table (kind ``analyze``), named by ``when`` it runs in the plan.
+
+    The planner chooses between HNSW and a B-tree on collection_id by the rows it expects
+    ``collection_id = $1`` to select; a table LangChain has just filled has no statistics (a never
+    analyzed table, or a column whose statistics a type rewrite dropped), and without them the guess
+    is a fraction of a per cent, so a B-tree plus a sort looks cheaper than HNSW. Statistics are not
+    configuration: undo leaves them, as autovacuum would refresh them anyway.
+    """
+    table = _ident(schema.table_schema, schema.table)
+    state = "never analyzed" if not schema.analyzed else "analyzed"
+    return Change(
+        kind=ANALYZE_KIND,
+        name=f"{schema.table} {when}",
+        before=state,
+        after="analyzed",
+        reason=(
+            f"Fresh statistics {when}: the planner picks HNSW over a B-tree on collection_id only when it knows "
+            f"how many of the {schema.rows_estimate:,} rows the app's collection holds ({schema.table} is {state})."
+        ),
+        details={"sql": sql.SQL("ANALYZE {}").format(table).as_string(), "regclass": table.as_string()},
+    )
+
+
+def competitors(planned: Iterable[Change]) -> list[Change]:
+    """The planned B-trees that lead with collection_id: the planner may take one for the app's search
+    (``WHERE collection_id = $1 ORDER BY embedding <=> $2``) instead of HNSW, so each is built on its own,
+    after HNSW, and kept only when it serves its own query and leaves the app's search no slower
+    (:func:`ragperf.serving.adopt`)."""
+    return [c for c in planned if c.details.get("competes_with_hnsw")]
 
 
 def _hnsw_dims(schema: Schema) -> int:
@@ -535,9 +586,15 @@ def _plan_filter_key(schema: Schema, key: str, result: IndexPlan) -> None:
     _check_key(key)
     meta = schema.metadata_column
     name = f"ragperf_embedding_{key}"
+    table = _ident(schema.table_schema, schema.table)
     create = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} (collection_id, ({} ->> {}))").format(
-        sql.Identifier(name), _ident(schema.table_schema, schema.table), sql.Identifier(meta), sql.Literal(key)
+        sql.Identifier(name), table, sql.Identifier(meta), sql.Literal(key)
     )
+    counts = schema.filter_values.get(key) or {}
+    rarest = min(counts, key=counts.get) if counts else ""
+    serves = sql.SQL(
+        "SELECT id FROM {} WHERE collection_id = %(collection_id)s AND {} ->> {} = ANY(%(values)s)"
+    ).format(table, sql.Identifier(meta), sql.Literal(key))
     _index_change(
         schema,
         name,
@@ -545,9 +602,15 @@ def _plan_filter_key(schema: Schema, key: str, result: IndexPlan) -> None:
         f"btree (collection_id, ({meta} ->> '{key}'))",
         f"Serves filters written as {meta}->>'{key}' (LangChain's $in, $nin, $like) within a collection. "
         f"The legacy app's equality filter compiles to jsonb_path_match({meta}, '$.{key} == $value'), "
-        "which cannot use this index: check explain_legacy_query before counting on it.",
+        "which cannot use this index: check explain_legacy_query before counting on it. It leads with "
+        "collection_id, so it competes with HNSW for the app's search: built after HNSW and kept only if it "
+        "serves its own query and leaves the app's search no slower.",
         result,
         method="btree",
+        competes_with_hnsw=True,
+        serves=f"LangChain's $in filter on {key} within the collection ({key} = '{rarest}')",
+        serves_sql=serves.as_string(),
+        serves_params={"values": [rarest]},
     )
 
 
@@ -603,19 +666,25 @@ def _plan_collection_btree(schema: Schema, result: IndexPlan) -> None:
     if leading is not None:
         result.notes.append(f"{leading.name} already leads with collection_id: no B-tree on collection_id planned")
         return
+    table = _ident(schema.table_schema, schema.table)
     create = sql.SQL("CREATE INDEX CONCURRENTLY {} ON {} (collection_id)").format(
-        sql.Identifier(COLLECTION_INDEX), _ident(schema.table_schema, schema.table)
+        sql.Identifier(COLLECTION_INDEX), table
     )
+    serves = sql.SQL("SELECT id FROM {} WHERE collection_id = %(collection_id)s").format(table)
     _index_change(
         schema,
         COLLECTION_INDEX,
         create,
         "btree (collection_id)",
         "The foreign key collection_id has no index: deleting a collection (ON DELETE CASCADE) scans the "
-        "whole table, and a selective collection filter cannot use one. With a single collection the "
-        "planner keeps choosing HNSW for the app's search.",
+        "whole table, and a selective collection filter cannot use one. It competes with HNSW for the app's "
+        "search (a B-tree on collection_id plus a sort, instead of HNSW): built after HNSW and kept only if it "
+        "serves its own query and leaves the app's search no slower.",
         result,
         method="btree",
+        competes_with_hnsw=True,
+        serves="rows of one collection (LangChain's delete and get by collection, ON DELETE CASCADE)",
+        serves_sql=serves.as_string(),
     )
 
 
@@ -706,6 +775,33 @@ class ColumnApplier:
                 raise ChangeError(f"{change.name}: {current} -> {target} failed: {exc}{hint}") from exc
             self.timings[change.name] = round(time.perf_counter() - started, 3)
             log.info("%s: %s -> %s in %.1f s", change.name, current, target, self.timings[change.name])
+
+
+class AnalyzeApplier:
+    """Runs ANALYZE (kind ``analyze``) so that the planner sees the table as it now is.
+
+    Statistics are not configuration, and no statement restores older ones: undo leaves them, which is
+    what autovacuum would do anyway (a rolled-back table is analyzed again by it when enough changed).
+    """
+
+    kind = ANALYZE_KIND
+
+    def __init__(self, connect: Callable[[], psycopg.Connection]) -> None:
+        self.connect = connect
+        self.timings: dict[str, float] = {}
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """ANALYZE each change's table."""
+        with _autocommit(self.connect) as conn:
+            for change in own(self, changes):
+                started = time.perf_counter()
+                conn.execute(change.details["sql"])
+                self.timings[change.name] = round(time.perf_counter() - started, 3)
+
+    def undo(self, changes: Sequence[Change]) -> None:
+        """Nothing to restore: the statistics stay (see the class)."""
+        for change in own(self, changes):
+            log.info("%s: statistics are kept on undo", change.name)
 
 
 @dataclass
@@ -913,15 +1009,69 @@ def _index_state(conn: psycopg.Connection, regclass: str) -> str | None:
 # --- verifying --------------------------------------------------------------------------------
 
 
-def _collection_id(conn: psycopg.Connection, name: str) -> Any:
+class CollectionError(ValueError):
+    """The app's collection cannot be told: not there, or several and none named."""
+
+
+@dataclass(frozen=True)
+class Collection:
+    """One row of LangChain's ``langchain_pg_collection``, with the embeddings it holds."""
+
+    name: str
+    uuid: Any
+    rows: int
+
+
+def collections(conn: psycopg.Connection) -> list[Collection]:
+    """Every collection in the database, largest first (SchemaError when LangChain's tables are missing)."""
+    with conn.transaction():
+        if conn.execute("SELECT to_regclass(%s)", (COLLECTIONS_TABLE,)).fetchone()[0] is None:
+            path = conn.execute("SHOW search_path").fetchone()[0]
+            raise SchemaError(f"no table {COLLECTIONS_TABLE} (search_path {path}): is this LangChain's database?")
+        rows = conn.execute(
+            sql.SQL(
+                "SELECT c.name, c.uuid, (SELECT count(*) FROM {} e WHERE e.collection_id = c.uuid) "
+                "FROM {} c ORDER BY 3 DESC, 1"
+            ).format(sql.Identifier(TABLE), sql.Identifier(COLLECTIONS_TABLE))
+        ).fetchall()
+    return [Collection(name, uuid, int(n)) for name, uuid, n in rows]
+
+
+def find_collection(conn: psycopg.Connection, name: str | None) -> Collection:
+    """The app's collection: the one called ``name``, or the only one there is when ``name`` is None.
+
+    Raises:
+        CollectionError: ``name`` is not there, there are none, or several and no ``name`` says which.
+    """
+    found = collections(conn)
+    listing = ", ".join(f"{c.name!r} ({c.rows:,} rows)" for c in found[:20]) or "none"
+    if name is not None:
+        match = next((c for c in found if c.name == name), None)
+        if match is None:
+            raise CollectionError(f"collection {name!r} (target.collection) not found in {COLLECTIONS_TABLE}; "
+                                  f"the collections there: {listing}")  # fmt: skip
+        return match
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise CollectionError(f"{COLLECTIONS_TABLE} holds no collection: has the app loaded its documents?")
+    raise CollectionError(
+        f"{COLLECTIONS_TABLE} holds {len(found)} collections and target.collection names none of them: "
+        f"set target.collection to the one the app searches; they are: {listing}"
+    )
+
+
+def collection_uuid(conn: psycopg.Connection, name: str) -> Any:
+    """The collection's uuid, looked up with the app's own statement."""
     row = conn.execute(LEGACY_SQL_COLLECTION, {"name_1": name, "param_1": 1}).fetchone()
     if row is None:
-        names = [r[0] for r in conn.execute("SELECT name FROM langchain_pg_collection ORDER BY 1 LIMIT 20")]
-        raise ValueError(f"collection {name!r} not found; collections: {', '.join(names) or 'none'}")
+        names = [r[0] for r in conn.execute(sql.SQL("SELECT name FROM {} ORDER BY 1 LIMIT 20").format(
+            sql.Identifier(COLLECTIONS_TABLE)))]  # fmt: skip
+        raise CollectionError(f"collection {name!r} not found; collections: {', '.join(names) or 'none'}")
     return row[0]
 
 
-def _legacy_search(collection_id: Any, embedding: Sequence[float], k: int, doc_type: str | None) -> tuple[str, dict]:
+def legacy_search(collection_id: Any, embedding: Sequence[float], k: int, doc_type: str | None) -> tuple[str, dict]:
     """The app's search statement and parameters, built exactly as the app builds them."""
     params: dict[str, object] = {
         "embedding_1": "[" + ",".join(repr(float(x)) for x in embedding) + "]",
@@ -940,31 +1090,34 @@ def explain_legacy_query(
     conn: psycopg.Connection,
     embedding: Sequence[float],
     *,
+    collection_name: str,
     k: int = 4,
-    collection_name: str = labdb.COLLECTION,
     doc_type: str | None = None,
 ) -> dict[str, Any]:
     """EXPLAIN (ANALYZE, BUFFERS) the legacy app's exact search for ``embedding``.
 
     Returns:
-        ``uses_index`` (the index on the embedding table the plan scans, or None), ``indexes_used``
-        (all, the collection's included), ``plan_text``, ``execution_ms`` and ``rows`` returned.
+        ``uses_index`` (the index on the embedding table the plan scans, or None), ``index_method``
+        (its access method: hnsw, btree ...), ``indexes_used`` (all, the collection's included),
+        ``plan_text``, ``execution_ms``, ``rows`` returned and the plan's estimated ``total_cost``.
     """
     with conn.transaction():
-        collection_id = _collection_id(conn, collection_name)
-        statement, params = _legacy_search(collection_id, embedding, k, doc_type)
+        collection_id = collection_uuid(conn, collection_name)
+        statement, params = legacy_search(collection_id, embedding, k, doc_type)
         doc = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, params).fetchone()[0][0]
-        own = {
-            r[0]
-            for r in conn.execute(
-                "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-                "WHERE i.indrelid = to_regclass(%s)",
+        own = dict(
+            conn.execute(
+                "SELECT c.relname, am.amname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                "JOIN pg_am am ON am.oid = c.relam WHERE i.indrelid = to_regclass(%s)",
                 (TABLE,),
             ).fetchall()
-        }
-    used = [n["Index Name"] for n in _nodes(doc["Plan"]) if "Index Name" in n]
+        )
+    used = [n["Index Name"] for n in plan_nodes(doc["Plan"]) if "Index Name" in n]
+    index = next((n for n in used if n in own), None)
     return {
-        "uses_index": next((n for n in used if n in own), None),
+        "uses_index": index,
+        "index_method": own.get(index),
+        "total_cost": float(doc["Plan"]["Total Cost"]),
         "indexes_used": used,
         "plan_text": "\n".join(_plan_lines(doc["Plan"])),
         "execution_ms": float(doc["Execution Time"]),
@@ -972,10 +1125,10 @@ def explain_legacy_query(
     }
 
 
-def _nodes(node: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
+def plan_nodes(node: Mapping[str, Any]) -> Iterable[Mapping[str, Any]]:
     yield node
     for child in node.get("Plans", []):
-        yield from _nodes(child)
+        yield from plan_nodes(child)
 
 
 def _plan_lines(node: Mapping[str, Any], depth: int = 0) -> list[str]:
@@ -1010,7 +1163,7 @@ def recall_at_k(
     k: int = 10,
     ef_search_values: Sequence[int] = (10, 20, 40, 80, 160),
     iterative: Sequence[str] = ("off", "relaxed_order"),
-    collection_name: str = labdb.COLLECTION,
+    collection_name: str,
     doc_type: str | None = None,
 ) -> pd.DataFrame:
     """Recall of the legacy search shape against exact search, per hnsw.ef_search and iterative scan mode.
@@ -1033,7 +1186,7 @@ def recall_at_k(
         raise ValueError("recall_at_k needs a connection outside a transaction (SET LOCAL must end with each search)")
     with conn.transaction():
         version = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
-        collection_id = _collection_id(conn, collection_name)
+        collection_id = collection_uuid(conn, collection_name)
         hnsw = conn.execute(
             "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_am am ON am.oid = c.relam "
             "WHERE i.indrelid = to_regclass(%s) AND am.amname = 'hnsw' AND i.indisvalid",
@@ -1045,7 +1198,7 @@ def recall_at_k(
     modes = [m for m in iterative if m == "off" or has_iterative]
     if len(modes) < len(iterative):
         log.info("pgvector %s has no hnsw.iterative_scan: only 'off' is measured", version and version[0])
-    searches = [_legacy_search(collection_id, q, k, doc_type) for q in queries]
+    searches = [legacy_search(collection_id, q, k, doc_type) for q in queries]
     exact = [_run(conn, s, {"enable_indexscan": "off", "enable_bitmapscan": "off"})[0] for s in searches]
     rows = []
     for ef in ef_search_values:
@@ -1092,7 +1245,7 @@ def index_usage(conn: psycopg.Connection, table: str = TABLE) -> pd.DataFrame:
     return frame
 
 
-def ef_search_advice(best_ef: int, *, role: str = labdb.APP_ROLE, database: str = labdb.DATABASE) -> str:
+def ef_search_advice(best_ef: int, *, role: str, database: str) -> str:
     """How to make ``best_ef`` the app's hnsw.ef_search without touching the app."""
     if not 1 <= best_ef <= 1000:
         raise ValueError(f"ef_search {best_ef}: allowed is 1..1000")

@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 PROFILES = ("smoke", "demo")
 SERVICES = ("postgres", "llm", "app")
 REPO_ROOT = Path(__file__).resolve().parents[2]
+COLLECTION = labdb.COLLECTION  # the app's LangChain collection on the lab
+APP_ROLE = labdb.APP_ROLE  # the role the lab's app connects as
 
 
 class LabError(RuntimeError):

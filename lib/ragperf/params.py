@@ -41,6 +41,8 @@ class Target(_Strict):
     dsn: str | None = Field(None, description="libpq DSN without password (deployment only)")
     restart_command: str | None = Field(None, description="how PostgreSQL is restarted on a deployment")
     host: Host | None = Field(None, description="the database host's memory, CPUs and disk (deployment only)")
+    collection: str | None = Field(None, min_length=1, description="the app's LangChain collection "
+                                   "(langchain_pg_collection.name; default: the only one there is)")  # fmt: skip
 
     @model_validator(mode="after")
     def _deployment_needs_a_url(self) -> Target:
@@ -118,7 +120,8 @@ class Changes(_Strict):
     ef_search_values: tuple[int, ...] = (10, 20, 40, 80, 160)
     recall_target: float = Field(0.95, gt=0, le=1)
     recall_queries: int = Field(50, ge=5, le=2000)
-    app_role: str = Field("sakana", min_length=1, description="the app's database role (for ALTER ROLE ... SET)")
+    app_role: str | None = Field(None, min_length=1, description="the app's database role, for ALTER ROLE ... SET "
+                                 "(the lab knows its own; a deployment's must be named)")  # fmt: skip
 
 
 class Cache(_Strict):

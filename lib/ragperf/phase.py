@@ -48,6 +48,8 @@ class Target:
     lab_dir: Path | None = None
     questions_file: Path | None = None
     servers: dict[str, Any] = field(default_factory=dict)
+    collection: str | None = None  # the app's LangChain collection (None: the only one the database holds)
+    app_role: str | None = None  # the app's database role, for its role settings (None: not known)
 
     def connect_kwargs(self) -> dict[str, Any]:
         """psycopg keyword arguments that add the password to :attr:`admin_dsn`."""
@@ -135,7 +137,8 @@ def resolve_target(params: Params, *, bring_up: bool = True, same_profile: bool 
     whichever profile it has (to undo changes, not to measure)."""
     if params.target.kind == "deployment":
         dsn = params.target.dsn
-        return Target("deployment", params.target.base_url.rstrip("/"), dsn, params.db_password() if dsn else None)
+        return Target("deployment", params.target.base_url.rstrip("/"), dsn, params.db_password() if dsn else None,
+                      collection=params.target.collection, app_role=params.changes.app_role)  # fmt: skip
     lab_dir = lab.default_lab_dir()
     info = lab.status(lab_dir)
     if not info["up"] or (same_profile and info["profile"] != params.profile):
@@ -160,6 +163,8 @@ def resolve_target(params: Params, *, bring_up: bool = True, same_profile: bool 
         lab_dir,
         Path(corpus["questions_file"]) if corpus.get("questions_file") else None,
         servers,
+        collection=lab.COLLECTION,
+        app_role=params.changes.app_role or lab.APP_ROLE,
     )
 
 

@@ -11,19 +11,17 @@ from __future__ import annotations
 
 import logging
 import re
-import statistics
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
-import numpy as np
 import pandas as pd
 import psycopg
 from matplotlib.figure import Figure
 
-from ragperf import charts, indexes, lab, llm, metrics
+from ragperf import changes, charts, indexes, lab, llm, metrics, serving
 from ragperf.phase import PhaseContext
 
 log = logging.getLogger(__name__)
@@ -50,11 +48,18 @@ class Probe:
     vectors: list[list[float]]
     source: str
     filter_doc_type: str  # the most selective doc_type the app's quality mode can filter on
-    filter_share: float  # of the table's rows
+    filter_share: float  # of the collection's rows
+    collection: str  # the app's collection (target.collection, or the only one there is)
 
 
 def probe(ctx: PhaseContext, conn: psycopg.Connection, n: int) -> Probe:
-    """``n`` question embeddings from the target's provider (stored vectors without one) and the filter to test."""
+    """``n`` question embeddings from the target's provider (stored vectors without one), the app's collection
+    and the filter to test.
+
+    Raises:
+        indexes.CollectionError: the collection the target names is not there, or several are and none is named.
+    """
+    collection = indexes.find_collection(conn, ctx.target.collection)
     items = [*ctx.workloads.in_order, *ctx.workloads.spare][:n] if ctx.workloads else []
     provider = _provider(ctx)
     if provider is not None and items:
@@ -63,21 +68,26 @@ def probe(ctx: PhaseContext, conn: psycopg.Connection, n: int) -> Probe:
         source = f"embeddings of {len(vectors)} pool questions from {provider.base_url}"
     else:
         rows = conn.execute(
-            f"SELECT embedding::text FROM {indexes.TABLE} ORDER BY md5(id::text) LIMIT %s", (n,)
+            f"SELECT embedding::text FROM {indexes.TABLE} WHERE collection_id = %s ORDER BY md5(id::text) LIMIT %s",
+            (collection.uuid, n),
         ).fetchall()
         vectors = [[float(x) for x in r[0].strip("[]").split(",")] for r in rows]
         source = f"{len(vectors)} stored vectors (no embedding provider configured: set RAGPERF_LLM_BASE_URL)"
     counts = dict(
         conn.execute(
-            f"SELECT cmetadata->>'doc_type', count(*) FROM {indexes.TABLE} GROUP BY 1"  # noqa: S608 (constant)
+            f"SELECT cmetadata->>'doc_type', count(*) FROM {indexes.TABLE} WHERE collection_id = %s GROUP BY 1",
+            (collection.uuid,),
         ).fetchall()
     )
     conn.commit()
     present = {d: counts[d] for d in LEGACY_DOC_TYPES.values() if counts.get(d)}
     if not present:
-        raise ValueError(f"no row has a doc_type the app filters on ({', '.join(LEGACY_DOC_TYPES.values())})")
+        raise ValueError(
+            f"no row of collection {collection.name!r} has a doc_type the app filters on "
+            f"({', '.join(LEGACY_DOC_TYPES.values())})"
+        )
     rarest = min(present, key=present.get)
-    return Probe(vectors, source, rarest, present[rarest] / sum(counts.values()))
+    return Probe(vectors, source, rarest, present[rarest] / sum(counts.values()), collection.name)
 
 
 def _provider(ctx: PhaseContext) -> llm.Provider | None:
@@ -91,27 +101,49 @@ def _provider(ctx: PhaseContext) -> llm.Provider | None:
 def time_searches(
     conn: psycopg.Connection, p: Probe, settings: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, Any]]:
-    """EXPLAIN ANALYZE the app's two search shapes for every probe vector, with the app role's ``settings``.
+    """EXPLAIN ANALYZE the app's two search shapes for every probe vector, with the app role's ``settings``
+    (:func:`ragperf.serving.time_searches` with the app's k and the probe's filter)."""
+    return serving.time_searches(conn, p.collection, p.vectors, p.filter_doc_type, LEGACY_TOP_K, settings)
 
-    Returns per shape (``fast``, ``quality``): median execution ms, the index used (or None), rows
-    returned on average, and one plan's text.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for shape, doc_type in (("fast", None), ("quality", p.filter_doc_type)):
-        runs = []
-        for vector in p.vectors:
-            with conn.transaction():
-                for name, value in (settings or {}).items():
-                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-                runs.append(indexes.explain_legacy_query(conn, vector, k=LEGACY_TOP_K[shape], doc_type=doc_type))
-        out[shape] = {
-            "median_ms": statistics.median(r["execution_ms"] for r in runs),
-            "index": runs[0]["uses_index"],
-            "rows": float(np.mean([r["rows"] for r in runs])),
-            "k": LEGACY_TOP_K[shape],
-            "plan_text": runs[0]["plan_text"],
-        }
-    return out
+
+@dataclass
+class IndexOutcome:
+    """What building the indexes did: whether HNSW serves the app's searches, and the competing B-trees'
+    verdicts (kept or dropped)."""
+
+    serving: pd.DataFrame
+    competitors: pd.DataFrame
+
+    @property
+    def hnsw_serves(self) -> bool:
+        return bool(self.serving["HNSW serves it"].all())
+
+
+def build_indexes(
+    plan: indexes.IndexPlan,
+    schema: indexes.Schema,
+    p: Probe,
+    appliers: Mapping[str, changes.Applier],
+    journal: changes.Journal,
+    connect: Callable[[], psycopg.Connection],
+) -> IndexOutcome:
+    """Apply the index plan: the column, HNSW and the partial indexes with their ANALYZE steps first; then
+    prove with EXPLAIN of the app's searches that HNSW serves them; then each B-tree that competes with HNSW,
+    kept only when it serves its own query and leaves the app's searches no slower."""
+    rivals = indexes.competitors(plan)
+    changes.apply(changes.groups([c for c in plan if c not in rivals], appliers), journal)
+    verdicts = [
+        serving.adopt(c, appliers=appliers, journal=journal, connect=connect, schema=schema, collection=p.collection,
+                      vectors=p.vectors, doc_type=p.filter_doc_type, k=LEGACY_TOP_K)
+        for c in rivals
+    ]  # fmt: skip
+    with connect() as conn:
+        served = serving.check(conn, p.collection, p.vectors[0], p.filter_doc_type, LEGACY_TOP_K)
+    return IndexOutcome(served, pd.DataFrame(verdicts, columns=COMPETITOR_COLUMNS))
+
+
+COMPETITOR_COLUMNS = ["index", "for", "its query uses it", "fast ms before → after", "quality ms before → after",
+                      "verdict", "why"]  # fmt: skip
 
 
 def searches_table(stages: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> pd.DataFrame:
@@ -197,6 +229,8 @@ def expected_impact(
         text = f"{first[shape]['median_ms']:.1f} → {last[shape]['median_ms']:.1f} ms ({pct:+.0f} %)"
         if rows < k - 0.01:
             return f"{text}, but returns {rows:.2g} of {k} rows", False
+        if last[shape].get("method", "hnsw") != "hnsw":
+            return f"{text}, but HNSW does not serve it ({last[shape]['index'] or 'a scan'} does)", False
         return text, pct <= target_pct
 
     p95 = metrics.value_of(final, f"response_time_{metrics.CRITERIA_USERS}_users")

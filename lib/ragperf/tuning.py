@@ -164,6 +164,7 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
     return {
         pgtune.KIND: pgtune.SettingsApplier(connect, restart, hint),
         "column": indexes.ColumnApplier(connect),
+        indexes.ANALYZE_KIND: indexes.AnalyzeApplier(connect),
         "index": indexes.IndexApplier(connect, progress=progress, ram_bytes=ram),
         ROLE_KIND: RoleSettingApplier(connect),
         **kinds,

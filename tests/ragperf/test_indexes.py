@@ -31,6 +31,7 @@ ROWS = 20_000
 DIMS = 64
 DOC_TYPES = {"luat": 0.02, "nghi_dinh": 0.28, "thong_tu": 0.35, "quyet_dinh": 0.35}  # luat is rare on purpose
 BUILD = {"m": 16, "ef_construction": 64}
+COLLECTION = labdb.COLLECTION  # the collection _load fills
 LEGACY_APP = Path(__file__).resolve().parents[2] / "lab" / "legacy" / "app.py"
 
 
@@ -115,7 +116,7 @@ def applied(server: Server) -> Iterator[tuple[indexes.IndexPlan, indexes.IndexAp
         planned = indexes.plan(indexes.introspect(conn), **BUILD)
     index_applier = indexes.IndexApplier(server.connect, progress=True, poll_s=0.05)
     column_applier = indexes.ColumnApplier(server.connect)
-    appliers = {"index": index_applier, "column": column_applier}
+    appliers = {"index": index_applier, "column": column_applier, "analyze": indexes.AnalyzeApplier(server.connect)}
     for applier, group in changes.groups(planned, appliers):
         applier.apply(group)
     yield planned, index_applier, column_applier
@@ -191,12 +192,16 @@ def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
     planned = indexes.plan(schema)
     assert [c.key for c in planned] == [
         "column:langchain_pg_embedding.embedding",
+        "analyze:langchain_pg_embedding after the column rewrite",
         "index:ragperf_embedding_hnsw",
-        "index:ragperf_embedding_doc_type",
         "index:ragperf_hnsw_doc_type_luat",
+        "analyze:langchain_pg_embedding after the builds",
+        "index:ragperf_embedding_doc_type",  # B-trees leading with collection_id compete with HNSW: last, judged
         "index:ragperf_embedding_collection_id",
     ]
-    column, hnsw, doc_type, partial, _ = planned
+    column, analyze, hnsw, partial, _, doc_type, collection = planned
+    assert analyze.details["sql"] == 'ANALYZE "public"."langchain_pg_embedding"'
+    assert indexes.competitors(planned) == [doc_type, collection]
     assert (column.before, column.after) == ("vector", "vector(64)")
     assert column.details["sql"].endswith('ALTER COLUMN "embedding" TYPE vector(64)')
     assert column.details["undo_sql"].endswith('ALTER COLUMN "embedding" TYPE vector')
@@ -254,11 +259,13 @@ def test_the_applied_plan_is_used_by_the_legacy_query(applied, server):
         schema = indexes.introspect(conn)
         assert schema.embedding_type == "vector(64)"
         assert {i.name for i in schema.indexes if i.valid} >= {c.name for c in planned if c.kind == "index"}
-        result = indexes.explain_legacy_query(conn, _queries(server, 1)[0])
+        result = indexes.explain_legacy_query(conn, _queries(server, 1)[0], collection_name=COLLECTION)
         assert result["uses_index"] == indexes.HNSW_INDEX, result["plan_text"]
         assert result["rows"] == 4 and result["execution_ms"] > 0
         assert "Index Scan using ragperf_embedding_hnsw" in result["plan_text"]
-        filtered = indexes.explain_legacy_query(conn, _queries(server, 1)[0], k=8, doc_type="thong_tu")
+        filtered = indexes.explain_legacy_query(
+            conn, _queries(server, 1)[0], collection_name=COLLECTION, k=8, doc_type="thong_tu"
+        )
         assert filtered["uses_index"] != "ragperf_embedding_doc_type", filtered["plan_text"]
         assert "jsonb_path_match" in filtered["plan_text"]
     with server.connect() as conn:  # the explaining session flushed its statistics when it closed
@@ -275,8 +282,10 @@ def test_the_applied_plan_is_used_by_the_legacy_query(applied, server):
 
 def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     with server.connect() as conn:
-        table = indexes.recall_at_k(conn, _queries(server), k=10, ef_search_values=(10, 80))
-        rare = indexes.recall_at_k(conn, _queries(server, 5), k=10, ef_search_values=(10,), doc_type="luat")
+        table = indexes.recall_at_k(conn, _queries(server), collection_name=COLLECTION, k=10, ef_search_values=(10, 80))
+        rare = indexes.recall_at_k(
+            conn, _queries(server, 5), collection_name=COLLECTION, k=10, ef_search_values=(10,), doc_type="luat"
+        )
     assert list(table.columns) == ["ef_search", "iterative_scan", "recall", "p50_ms", "p95_ms", "returned_mean"]
     assert len(table) == 4 and set(table["iterative_scan"]) == {"off", "relaxed_order"}
     at_80 = table[(table.ef_search == 80) & (table.iterative_scan == "off")].iloc[0]
@@ -286,10 +295,14 @@ def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     served = rare.set_index("iterative_scan").loc["off"]
     assert served.returned_mean == 10 and served.recall >= 0.9
     with server.connect() as conn:
-        filtered = indexes.explain_legacy_query(conn, _queries(server, 1)[0], k=8, doc_type="luat")
+        filtered = indexes.explain_legacy_query(
+            conn, _queries(server, 1)[0], collection_name=COLLECTION, k=8, doc_type="luat"
+        )
         assert filtered["uses_index"] == "ragperf_hnsw_doc_type_luat", filtered["plan_text"]
         conn.execute("DROP INDEX ragperf_hnsw_doc_type_luat")  # the pitfall, without it:
-        pitfall = indexes.recall_at_k(conn, _queries(server, 5), k=10, ef_search_values=(10,), doc_type="luat")
+        pitfall = indexes.recall_at_k(
+            conn, _queries(server, 5), collection_name=COLLECTION, k=10, ef_search_values=(10,), doc_type="luat"
+        )
     # ef_search = 10 candidates, then the filter, leaves almost nothing ...
     off, relaxed = pitfall.set_index("iterative_scan").loc[["off", "relaxed_order"], "returned_mean"]
     assert off < 5
@@ -298,7 +311,7 @@ def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     with psycopg.connect(server.dsn) as conn:  # SET LOCAL would outlive each search inside a caller's transaction
         conn.execute("SELECT 1")
         with pytest.raises(ValueError, match="outside a transaction"):
-            indexes.recall_at_k(conn, _queries(server, 1))
+            indexes.recall_at_k(conn, _queries(server, 1), collection_name=COLLECTION)
 
 
 def test_an_invalid_leftover_is_detected_and_rebuilt(clean):
@@ -325,7 +338,8 @@ def test_apply_then_rollback_restores_the_table(clean, tmp_path):
     with connect() as conn:
         before = indexes.introspect(conn)
     planned = indexes.plan(before, **BUILD)
-    appliers = {"index": indexes.IndexApplier(connect, progress=False), "column": indexes.ColumnApplier(connect)}
+    appliers = {"index": indexes.IndexApplier(connect, progress=False), "column": indexes.ColumnApplier(connect),
+                "analyze": indexes.AnalyzeApplier(connect)}  # fmt: skip
     journal = changes.Journal(tmp_path)
     changes.apply(changes.groups(planned, appliers), journal)
     with connect() as conn:
@@ -374,9 +388,9 @@ def test_maintenance_work_mem_fits_the_graph_within_the_ram_share():
 
 
 def test_ef_search_advice_names_the_role_and_new_connections():
-    text = indexes.ef_search_advice(80)
+    text = indexes.ef_search_advice(80, role=labdb.APP_ROLE, database=labdb.DATABASE)
     assert 'ALTER ROLE "sakana" SET hnsw.ef_search = 80' in text
     assert 'ALTER DATABASE "rag_bidding_v2" SET hnsw.ef_search = 80' in text
     assert "new connection" in text
     with pytest.raises(ValueError, match="allowed is 1..1000"):
-        indexes.ef_search_advice(0)
+        indexes.ef_search_advice(0, role=labdb.APP_ROLE, database=labdb.DATABASE)
