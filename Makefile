@@ -3,6 +3,8 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 RAGPERF := $(VENV)/bin/ragperf
 PROFILE ?= demo
+LAB_PORT ?= 8888
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 .PHONY: setup demo test lint lab lab-up lab-down lab-status bench clean
 
@@ -23,9 +25,10 @@ lint: setup
 	$(VENV)/bin/ruff check lib lab tests benchmarks
 	$(VENV)/bin/ruff format --check lib lab tests benchmarks
 
+# JupyterLab refuses root without --allow-root; as root (CI, containers) it is given.
 lab: setup
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --no-browser \
-		--MappingKernelManager.default_kernel_name=ragperf
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
+		--no-browser --MappingKernelManager.default_kernel_name=ragperf $(ALLOW_ROOT)
 
 lab-up: setup
 	$(RAGPERF) lab up --profile $(PROFILE)
