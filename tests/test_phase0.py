@@ -27,7 +27,7 @@ def first_run(env, ragperf) -> runs.Run:
     done = ragperf(env, "run", "phase0", "--profile", "smoke")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
-    return runs.open_run(Path(env["RAGPERF_OUTPUTS"]) / run_id)
+    return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id)  # open_run: only in this process's outputs/
 
 
 def _digests(root: Path) -> dict[str, str]:
@@ -108,7 +108,7 @@ def test_plain_papermill_against_a_deployment_with_a_password_from_the_environme
     run_dirs = sorted(Path(env["RAGPERF_OUTPUTS"]).iterdir())
     assert len(run_dirs) == 2  # a second run never reuses the first one's directory
     (second,) = [d for d in run_dirs if d != first_run.path]
-    manifest = runs.open_run(second).manifest()
+    manifest = runs.Run(second.name, second).manifest()
     assert manifest["phases"]["phase0"]["pg_settings"]["max_connections"]["setting"] == "100"  # the password worked
     assert redact.scan_for_secrets(second, [password]) == []
     assert password.encode() not in output.read_bytes()

@@ -51,7 +51,7 @@ def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     done = ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
-    return runs.open_run(Path(env["RAGPERF_OUTPUTS"]) / run_id), before
+    return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id), before  # open_run: only in this process's outputs/
 
 
 def test_phase1_is_measured_after_the_settings_and_after_the_indexes(tuned):

@@ -5,12 +5,19 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
+import traceback
 from pathlib import Path
+from typing import NoReturn
 
-from ragperf import lab, labdb, pginstall
-from ragperf.params import ParamsError
+from ragperf import lab, labdb, pginstall, redact
 from ragperf.runs import RunError
+
+log = logging.getLogger(__name__)
+
+OWN_PACKAGES = ("ragperf", "ragperf_lab")
+"""Errors of classes defined here say what is wrong and what to do; any other kind is named as such."""
 
 
 def _cmd_setup_postgres(args: argparse.Namespace) -> int:
@@ -135,10 +142,19 @@ def _print_status(info: dict, *, as_json: bool) -> None:
         )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, whose usage errors (which quote the arguments) are masked of secrets like every message."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(2, f"{self.prog}: error: {redact.scrub_message(message)}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, one sub-command per verb."""
-    parser = argparse.ArgumentParser(prog="ragperf", description=__doc__)
+    parser = _Parser(prog="ragperf", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log what is done")
+    parser.add_argument("--debug", action="store_true", help="on an error, show its traceback (secrets masked)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     setup = sub.add_parser("setup-postgres", help="install the lab's embedded PostgreSQL + pgvector")
@@ -192,15 +208,53 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``ragperf`` script."""
+    """Entry point of the ``ragperf`` script.
+
+    Every error ends in one ``ragperf: <message>`` on stderr and exit code 2 (130 when interrupted),
+    with ``--debug`` after its traceback. What is printed or logged has the secrets masked: the
+    environment's, the lab's, and passwords written in the arguments or in any DSN or URL.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    secrets = [*_known_secrets(), *redact.secrets_in(argv)]
+    redact.install_log_filter(secrets=secrets)
     try:
         return args.func(args)
-    except (lab.LabError, pginstall.InstallError, ParamsError, RunError, RuntimeError, ValueError, OSError) as exc:
-        print(f"ragperf: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        _print_error("interrupted", secrets, traceback.format_exc() if args.debug else "")
+        return 130
+    except Exception as exc:
+        _print_error(_error_text(exc), secrets, traceback.format_exc() if args.debug else "")
         return 2
+    finally:
+        redact.uninstall_log_filter()
+
+
+def _error_text(exc: Exception) -> str:
+    """What went wrong; for an error not of ragperf's own classes, its kind and how to see where it came from."""
+    text, kind = str(exc).strip(), type(exc).__name__
+    if any(cls.__module__.split(".")[0] in OWN_PACKAGES for cls in type(exc).__mro__):
+        return text or kind
+    what = f"{kind}: {text}" if text else kind
+    return f"{what} (not one of ragperf's own errors: `ragperf --debug ...` shows its traceback)"
+
+
+def _print_error(message: str, secrets: list[str], trace: str = "") -> None:
+    if trace:
+        print(redact.scrub_message(trace, secrets), file=sys.stderr, end="")
+    print(f"ragperf: {redact.scrub_message(message, secrets)}", file=sys.stderr)
+
+
+def _known_secrets() -> list[str]:
+    """The environment's secrets and the lab's passwords (its secrets.json, when this user may read it)."""
+    try:
+        path = lab.default_lab_dir() / "secrets.json"
+        return redact.known_secrets([path] if path.is_file() and os.access(path, os.R_OK) else [])
+    except (OSError, ValueError) as exc:  # a damaged or vanishing secrets.json: the environment's still count
+        log.debug("cannot read the lab's secrets: %s", exc)
+        return redact.known_secrets()
 
 
 if __name__ == "__main__":

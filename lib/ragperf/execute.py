@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ragperf import runs
-from ragperf.params import check_phase, load, notebook_for, phases
+from ragperf.params import check_phase, load, notebook_for, phases, preflight
 from ragperf.progress import HEADLESS_ENV
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,8 @@ def run(
     """
     todo = phases() if phase == "all" else [check_phase(phase)]
     files = [str(Path(f).resolve()) for f in params_files]
-    load(profile, target, files)  # fail early, before a run directory exists
+    params = load(profile, target, files)  # fail early, before a run directory exists
+    preflight(todo, params)
     run_ = runs.open_run(run_id) if run_id else runs.new_run(profile)
     for name in todo:
         if run_.notebook_path(name).exists() or (run_.path / name / "metrics.json").exists():

@@ -10,15 +10,18 @@ environment (RAGPERF_PGPASSWORD or PGPASSWORD, RAGPERF_LLM_API_KEY) as SecretStr
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ragperf import metrics
+from ragperf.redact import MASK, is_secret_key, redact, scrub_message, scrub_text, secrets_in
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = REPO_ROOT / "params"
@@ -212,19 +215,86 @@ def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    """The mapping a parameter file holds; a file that cannot give one is a ParamsError naming it and the fix."""
     if not path.exists():
         raise ParamsError(f"parameter file {path} does not exist")
-    data = yaml.safe_load(path.read_text()) or {}
+    if path.is_dir():
+        raise ParamsError(f"parameter file {path} is a directory: give the path of a YAML file")
+    try:
+        raw = path.read_bytes()
+    except PermissionError:
+        raise ParamsError(f"parameter file {path} cannot be read: permission denied (check its mode)") from None
+    except OSError as exc:
+        raise ParamsError(f"parameter file {path} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, line_start = raw.count(b"\n", 0, exc.start) + 1, raw.rfind(b"\n", 0, exc.start) + 1
+        column = len(raw[line_start : exc.start].decode("utf-8", "replace")) + 1
+        raise ParamsError(
+            f"parameter file {path} is not UTF-8 text (byte 0x{raw[exc.start]:02x} at line {line}, "
+            f"column {column}): save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ParamsError(scrub_message(_yaml_problem(path, text, exc), secrets_in(text))) from None
+    if data is None:
+        return {}
     if not isinstance(data, dict):
-        raise ParamsError(f"parameter file {path} must hold a mapping of keys, not {type(data).__name__}")
+        kind = "a list" if isinstance(data, list) else f"a single value ({type(data).__name__})"
+        raise ParamsError(f"parameter file {path} must hold a mapping (`key: value` lines) at the top, not {kind}")
     return data
+
+
+_YAML_HINTS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), hint)
+    for pattern, hint in (
+        (r"found character '\\t'", "YAML indents with spaces, not tabs: replace the tab with spaces"),
+        (r"while scanning a quoted scalar", "a quoted value is not closed: end it with the quote it starts with"),
+        (r"found character '(?P<char>.)' that cannot start", r"a value that starts with \g<char> must be quoted"),
+        (r"mapping values are not allowed here", "write one `key: value` per line, and quote a value that holds ': '"),
+        (r"could not find expected ':'", "each line of a mapping is `key: value`"),
+        (r"expected <block end>", "keys of one mapping start in the same column: check the indentation"),
+        (r"expected ',' or '[\]}]'", "a [list] or {mapping} written on one line is not closed, or lacks a comma"),
+        (r"could not determine a constructor", "use plain values (text, numbers, lists, mappings), not YAML tags"),
+        (r"found undefined alias", "'*' refers to an '&anchor': quote a value that starts with '*'"),
+        (r"special characters are not allowed", "remove the control character, or write it escaped in double quotes"),
+    )
+)
+"""What to do about a YAML syntax error, by what yaml says it found (the first match wins; ``\\g<name>``: a group)."""
+
+
+def _yaml_problem(path: Path, text: str, exc: yaml.YAMLError) -> str:
+    """One line: the file, the line and column (1-based), what yaml found there, and how to fix it."""
+    mark = getattr(exc, "problem_mark", None)
+    if mark is not None:
+        line, column = mark.line + 1, mark.column + 1
+    elif isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+    else:
+        line = column = None
+    if isinstance(exc, yaml.reader.ReaderError):
+        found = f"found character #x{exc.character:04x}: {exc.reason}"
+    else:
+        found = str(getattr(exc, "problem", None) or exc).replace("found character '\\t'", "found a tab")
+    context, context_mark = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    if context and context_mark is not None:
+        found += f" ({context} that starts at line {context_mark.line + 1}, column {context_mark.column + 1})"
+    said = f"{context or ''} {getattr(exc, 'problem', None) or exc}"
+    hint = next((m.expand(h) for p, h in _YAML_HINTS if (m := p.search(said))), None)
+    where = f", line {line}, column {column}" if line is not None else ""
+    return (f"parameter file {path}{where} is not valid YAML: {found}; "
+            f"{hint or 'check the YAML there: `key: value` lines, nested keys indented with spaces'}")  # fmt: skip
 
 
 def _named(kind: str, name: str) -> Path:
     path = PARAMS_DIR / kind / f"{name}.yaml"
     if not path.exists():
         allowed = sorted(p.stem for p in (PARAMS_DIR / kind).glob("*.yaml"))
-        raise ParamsError(f"unknown {kind[:-1]} {name!r}: allowed are {', '.join(allowed)}")
+        raise ParamsError(scrub_message(f"unknown {kind[:-1]} {name!r}: allowed are {', '.join(allowed)}",
+                                        secrets_in(name)))  # fmt: skip
     return path
 
 
@@ -237,8 +307,19 @@ def _explain(error: ValidationError) -> str:
             allowed = ", ".join(model.model_fields) if model else "?"
             lines.append(f"unknown key {key!r}: allowed here are {allowed}")
         else:
-            lines.append(f"{key}: {item['msg']} (got {item.get('input')!r})")
+            lines.append(f"{key}: {scrub_text(item['msg'])} (got {_shown(item['loc'], item.get('input'))})")
     return "bad parameters:\n  " + "\n  ".join(lines)
+
+
+def _shown(loc: tuple[int | str, ...], value: Any) -> str:
+    """An error's input as it may be shown: masked under a secret key, else with every password redacted.
+
+    Inputs are quoted back to name what was wrong; a mapping (a whole ``target``) or a DSN, URL or
+    restart command may hold a password, which ``redact`` masks.
+    """
+    if loc and is_secret_key(loc[-1]):
+        return MASK
+    return repr(redact(value))
 
 
 def _model_at(path: list[str]) -> type[BaseModel] | None:
@@ -253,7 +334,12 @@ def _model_at(path: list[str]) -> type[BaseModel] | None:
 
 
 def load(profile: str = "smoke", target: str = "lab", files: Iterable[str | Path] = ()) -> Params:
-    """Build the run's parameters from the named profile and target, then ``files`` in order."""
+    """Build the run's parameters from the named profile and target, then ``files`` in order.
+
+    Raises:
+        ParamsError: a file that is missing, unreadable or not YAML, an unknown key, a bad value, or a
+            replayed log that cannot be replayed; the message never quotes a password the files hold.
+    """
     data = _merge(_read_yaml(_named("profiles", profile)), {"profile": profile})
     data = _merge(data, {"target": _read_yaml(_named("targets", target))})
     for file in files:
@@ -262,12 +348,119 @@ def load(profile: str = "smoke", target: str = "lab", files: Iterable[str | Path
     try:
         params = Params.model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(_explain(exc)) from None
-    if params.workload.kind == "replay":
-        from ragperf.workload import validate_log_file
-
-        validate_log_file(params.workload.log_file)
+        raise ParamsError(scrub_message(_explain(exc), secrets_in(data))) from None
+    if params.workload.kind == "replay" and (problem := _log_file_problem(params.workload.log_file)):
+        raise ParamsError(scrub_message(problem, secrets_in(data)))
     return params
+
+
+# --- what can be checked before a run starts --------------------------------------------------
+
+DATABASE_PHASES = frozenset({"phase1"})
+"""Phases that read and change the target's database (pg_settings, indexes, role settings)."""
+
+
+def preflight(phases: Sequence[str], p: Params) -> None:
+    """Check what can be checked before ``phases`` start on ``p``'s target, before a run directory exists.
+
+    Raises:
+        ParamsError: every problem found, each naming the key and what is allowed.
+    """
+    problems = [problem for check in PREFLIGHT_CHECKS for problem in check(phases, p)]
+    if problems:
+        text = f"cannot start {', '.join(phases)}:\n  " + "\n  ".join(problems)
+        raise ParamsError(scrub_message(text, secrets_in(p)))
+
+
+def _database_access(phases: Sequence[str], p: Params) -> Iterator[str]:
+    uses = [phase for phase in phases if phase in DATABASE_PHASES]
+    if p.target.kind == "deployment" and uses and not p.target.dsn:
+        yield (f"target.dsn is required on a deployment for {', '.join(uses)}, which reads and changes the database: "
+               "a libpq DSN without password, e.g. 'host=db.example port=5432 dbname=rag user=sakana'")  # fmt: skip
+
+
+def _dsn_syntax(phases: Sequence[str], p: Params) -> Iterator[str]:
+    if p.target.kind != "deployment" or not p.target.dsn:
+        return
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict
+
+    try:
+        given = conninfo_to_dict(p.target.dsn)
+    except psycopg.Error as exc:
+        yield (f"target.dsn must be a libpq connection string, 'host=db port=5432 dbname=rag user=sakana' "
+               f"or 'postgresql://sakana@db:5432/rag': {str(exc).strip()}")  # fmt: skip
+        return
+    if "password" in given:  # as URL user info or a query parameter, which the model's own check misses
+        yield "target.dsn must not contain a password: set RAGPERF_PGPASSWORD in the environment"
+
+
+def _service_url(phases: Sequence[str], p: Params) -> Iterator[str]:
+    url = p.target.base_url
+    if p.target.kind != "deployment" or not url:
+        return
+    try:
+        parts = urlsplit(url)
+        good = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:  # a port that is no number from 0 to 65535, or a bad IPv6 address
+        good = False
+    if not good:
+        yield (f"target.base_url must be an http:// or https:// URL with a host, e.g. 'http://10.0.0.5:8000', "
+               f"got {redact(url)!r}")  # fmt: skip
+
+
+def _restart_command(phases: Sequence[str], p: Params) -> Iterator[str]:
+    restarts = p.effective_mode() == "apply" and p.changes.allow_restart and DATABASE_PHASES.intersection(phases)
+    if p.target.kind == "deployment" and restarts and not p.target.restart_command:
+        yield ("target.restart_command is required when changes.mode is 'apply' and changes.allow_restart is true "
+               "on a deployment: how PostgreSQL is restarted there, e.g. 'sudo systemctl restart postgresql' "
+               "(or set changes.allow_restart: false)")  # fmt: skip
+
+
+def _log_file(phases: Sequence[str], p: Params) -> Iterator[str]:
+    if p.workload.log_file is not None and (problem := _log_file_problem(p.workload.log_file)):
+        yield problem
+
+
+def _log_file_problem(path: Path) -> str | None:
+    """What keeps ``path`` from being replayed (read from its beginning only), or None."""
+    from ragperf.workload import WorkloadError, validate_log_file
+
+    allowed = "a readable query log (.csv, .jsonl or .ndjson with a 'question' column)"
+    try:
+        validate_log_file(path)
+    except WorkloadError as exc:
+        return f"workload.log_file must be {allowed}: {exc}"
+    except UnicodeDecodeError:
+        return f"workload.log_file must be {allowed}: {path} is not UTF-8 text"
+    except OSError as exc:
+        return f"workload.log_file must be {allowed}: {path} cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def _state_dir(phases: Sequence[str], p: Params) -> Iterator[str]:
+    if p.cache.state_dir is None:
+        return
+    path = Path(p.cache.state_dir).expanduser().absolute()
+    existing = next(parent for parent in (path, *path.parents) if parent.exists())
+    if not existing.is_dir():
+        problem = "is a file" if existing == path else f"cannot be made: {existing} is a file"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = "is not writable" if existing == path else f"cannot be made: {existing} is not writable"
+    else:
+        return
+    yield f"cache.state_dir {path} {problem}: give a directory this user can create and write to"
+
+
+PREFLIGHT_CHECKS: tuple[Callable[[Sequence[str], Params], Iterator[str]], ...] = (
+    _database_access,
+    _dsn_syntax,
+    _service_url,
+    _restart_command,
+    _log_file,
+    _state_dir,
+)
+"""Every check ``preflight`` makes; each yields its problems, naming the key and what is allowed."""
 
 
 def _notebooks() -> dict[str, Path]:

@@ -199,6 +199,7 @@ def begin(
     """
     params_mod.check_phase(phase)
     params = load_params(profile, target, params_files)
+    params_mod.preflight([phase], params)
     run = _open_run(params.profile, run_id)
     out = run.path / phase
     if (out / "metrics.json").exists():

@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 MASK = "***"
 MIN_SECRET_LENGTH = 6
 """Shorter environment values ("true", "1", "false") would match everywhere and protect nothing."""
+MIN_EMBEDDED_LENGTH = 3
+"""Passwords read from a DSN or URL are known to be secrets; shorter ones would mask parts of words."""
 
 SECRET_KEYS: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p)
@@ -60,7 +62,8 @@ SECRET_ENV = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY")
 
 _PARAM = r"[\w-]*?(?:password|passwd|secret|token|api[_-]?key)"
 _QUOTED = r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\""
-_URL_USERINFO = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/?#@\s]*:)(?P<value>[^/?#\s]*)(?=@)")
+_URL_USERINFO = re.compile(r"(?P<pre>\b[a-zA-Z][a-zA-Z0-9+.\-]*:/+[^:/?#@\s]*:)(?P<value>[^/?#\s]*)(?=@)")
+"""``scheme://user:password@``, also with one slash: a URL made a ``Path`` (``workload.log_file``) loses one."""
 _QUERY_PARAM = re.compile(rf"(?i)(?P<pre>[?&;]{_PARAM}=)(?P<value>[^&#\s]*)")
 _KEY_VALUE = re.compile(rf"(?i)(?P<pre>(?<![\w?&;.\-]){_PARAM}\s*=\s*)(?P<value>{_QUOTED}|\S+)")
 _QUOTED_KEY_VALUE = re.compile(rf"(?i)(?P<pre>[\"']{_PARAM}[\"']\s*:\s*)(?P<value>{_QUOTED})")
@@ -79,13 +82,21 @@ def is_secret_key(name: object) -> bool:
 
 
 def scrub_text(text: str) -> str:
-    """``text`` with passwords in DSNs, URLs, ``key=value`` pairs and bearer tokens replaced by ``***``."""
+    """``text`` with passwords in DSNs, URLs, ``key=value`` pairs and bearer tokens replaced by ``***``.
+
+    Scrubbing twice is scrubbing once: a value already masked keeps the quote or bracket that follows it.
+    """
     for pattern in _TEXT_PATTERNS:
         text = pattern.sub(lambda m: m["pre"] + _masked_like(m["value"]), text)
     return text
 
 
+_ALREADY_MASKED = re.compile(rf"(['\"]?){re.escape(MASK)}\1[)\]}}'\",.;:]*")
+
+
 def _masked_like(value: str) -> str:
+    if _ALREADY_MASKED.fullmatch(value):
+        return value
     quote_char = value[:1] if value[:1] in "'\"" and len(value) > 1 else ""
     return f"{quote_char}{MASK}{quote_char}"
 
@@ -99,7 +110,46 @@ def embedded_passwords(text: str) -> list[str]:
             if value[:1] in "'\"" and len(value) > 1:
                 value = re.sub(r"\\(.)", r"\1", value[1:-1])  # libpq's \' and \\ escapes
             found += [value, unquote(value)]
-    return [v for v in dict.fromkeys(found) if v and v != MASK]
+    return [v for v in dict.fromkeys(found) if v and not _ALREADY_MASKED.fullmatch(v)]
+
+
+def secrets_in(obj: Any) -> list[str]:
+    """The secrets written inside ``obj`` (parameters as read, a command line), longest first.
+
+    Values under secret keys, ``SecretStr`` values, and the passwords embedded in every string
+    (``embedded_passwords``). Values shorter than ``MIN_EMBEDDED_LENGTH`` are left out.
+    """
+    found: list[str] = []
+    _collect(obj, False, found)
+    unique = {s for s in found if len(s) >= MIN_EMBEDDED_LENGTH and s != MASK}
+    return sorted(unique, key=lambda s: (-len(s), s))
+
+
+def _collect(obj: Any, secret: bool, found: list[str]) -> None:
+    if isinstance(obj, SecretStr):
+        found.append(obj.get_secret_value())
+    elif isinstance(obj, BaseModel):
+        _collect(obj.model_dump(), secret, found)
+    elif isinstance(obj, Mapping):
+        for key, value in obj.items():
+            _collect(value, secret or is_secret_key(key), found)
+    elif isinstance(obj, list | tuple | set | frozenset):
+        for value in obj:
+            _collect(value, secret, found)
+    elif isinstance(obj, str | Path):
+        text = str(obj)
+        found += [text, *embedded_passwords(text)] if secret else embedded_passwords(text)
+    elif secret and obj is not None and not isinstance(obj, bool):
+        found.append(str(obj))
+
+
+def scrub_message(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` fit to show a user: ``secrets``, the environment's secrets and embedded passwords masked.
+
+    For error messages and everything else printed: whatever form a message quotes a value in, the
+    secrets known here are masked in it (``known_secrets``), then passwords in DSNs and URLs (``scrub_text``).
+    """
+    return SecretFilter([*known_secrets(), *secrets]).mask(text)
 
 
 def redact(obj: Any) -> Any:

@@ -66,6 +66,10 @@ class RunNotFoundError(RunError):
     """No run directory with that id."""
 
 
+class NotARunError(RunError):
+    """A directory that is not a ragperf run, or a run outside the outputs directory."""
+
+
 class PhaseExistsError(RunError):
     """The phase was already executed in this run; a new run is needed."""
 
@@ -172,19 +176,61 @@ def _make_unique(root: Path, base: str) -> str:
 
 
 def open_run(run_id: str | Path) -> Run:
-    """An existing run, by id (under ``outputs_dir()``) or by path (a Path, or a string with a '/')."""
-    path = Path(run_id) if isinstance(run_id, Path) or "/" in run_id else outputs_dir() / run_id
+    """An existing run, by id (under ``outputs_dir()``) or by path (a Path, or a string with a '/').
+
+    Only a run is opened: a directory of ``outputs_dir()`` with a manifest that names its run id.
+    A run elsewhere is refused, so that nothing is written outside the outputs directory unless
+    RAGPERF_OUTPUTS says so.
+
+    Raises:
+        RunNotFoundError: no such directory.
+        NotARunError: the directory is not a run, or not in ``outputs_dir()``.
+    """
+    root = outputs_dir()
+    path = Path(run_id) if isinstance(run_id, Path) or "/" in run_id else root / run_id
     if not path.is_dir():
-        raise RunNotFoundError(f"no run {run_id} (looked for {path})")
-    return Run(path.name, path.resolve())
+        raise RunNotFoundError(f"no run {run_id} (looked for {path}){_newest_runs()}")
+    resolved = path.resolve()
+    if resolved.parent != root.resolve():
+        raise NotARunError(f"{resolved} is not in the outputs directory {root}, and runs are written only there: "
+                           f"to use runs in {resolved.parent}, set {OUTPUTS_ENV}={resolved.parent}")  # fmt: skip
+    if problem := _not_a_run(resolved):
+        raise NotARunError(f"{resolved} is not a ragperf run ({problem}): a run is a directory that `ragperf run` "
+                           f"made in {root}, with a manifest.json that names its run_id{_newest_runs()}")  # fmt: skip
+    return Run(resolved.name, resolved)
+
+
+def _not_a_run(path: Path) -> str | None:
+    """Why ``path`` is not a run directory, or None when it is one."""
+    manifest = path / "manifest.json"
+    if not manifest.is_file():
+        return "it has no manifest.json"
+    try:
+        data = json.loads(manifest.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        return f"its manifest.json cannot be read as JSON: {exc}"
+    if not isinstance(data, dict):
+        return "its manifest.json is not a JSON object"
+    if not isinstance(data.get("run_id"), str) or not data["run_id"]:
+        return "its manifest.json has no run_id"
+    return None
+
+
+def _newest_runs(count: int = 5) -> str:
+    """``; the newest runs are ...`` (or that there is none yet), to end an error message with."""
+    found = list_runs()
+    if not found:
+        return f"; there is no run in {outputs_dir()} yet"
+    more = f" (and {len(found) - count} older)" if len(found) > count else ""
+    return f"; the newest runs are {', '.join(found[:count])}{more}"
 
 
 def list_runs() -> list[str]:
-    """The run ids in ``outputs_dir()``, newest first."""
+    """The run ids in ``outputs_dir()``, newest first; directories that are not runs are left out."""
     root = outputs_dir()
     if not root.is_dir():
         return []
-    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    runs = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and _not_a_run(p) is None]
     return [p.name for p in sorted(runs, key=_age_key, reverse=True)]
 
 

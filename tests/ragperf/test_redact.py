@@ -8,6 +8,7 @@ import json
 import logging
 import struct
 import zlib
+from pathlib import Path
 
 import nbformat
 import pyarrow as pa
@@ -75,6 +76,44 @@ DSNS = [
 def test_redact_scrubs_passwords_inside_dsns_and_urls(text, kept):
     assert redact.redact({"dsn": text}) == {"dsn": kept}
     assert redact.redact([text]) == [kept]
+
+
+@pytest.mark.parametrize(("text", "kept"), DSNS)
+def test_scrubbing_twice_is_scrubbing_once(text, kept):
+    for quoted in (kept, repr(kept), repr({"dsn": kept}), f"(got {[kept]!r})"):
+        assert redact.scrub_text(quoted) == quoted
+    last = repr({"dsn": redact.scrub_text("host=db password=at-the-end")})  # the quote and brace after *** stay
+    assert redact.scrub_text(f"(got {last})") == "(got {'dsn': 'host=db password=***'})"
+
+
+def test_a_url_that_lost_a_slash_as_a_path_is_scrubbed_too():
+    assert (
+        redact.scrub_text("postgresql:/app:p@ss-w0rd@db/rag: no such file")
+        == "postgresql:/app:***@db/rag: no such file"
+    )
+    assert redact.embedded_passwords("http:/app:pw-1234@h") == ["pw-1234"]
+
+
+def test_secrets_in_finds_the_passwords_written_anywhere_in_parameters():
+    data = {
+        "target": {"dsn": "host=db password='p w 1'", "base_url": "http://u:url-pw-2@h"},
+        "restart": ["PGPASSWORD=cmd-pw-3 pg_ctl restart"],
+        "log_file": Path("postgresql://u:path-pw-4@db/rag"),  # a Path keeps one slash of two
+        "api_key": "whole-key-5",
+        "nested": {"token": 12345678, "flag": True, "none": None},
+        "model": SecretStr("secret-str-6"),
+        "short": "password=ab",
+    }
+    found = redact.secrets_in(data)
+    expected = ["p w 1", "url-pw-2", "cmd-pw-3", "path-pw-4", "whole-key-5", "12345678", "secret-str-6"]
+    assert sorted(found) == sorted(expected) and found == sorted(found, key=lambda s: (-len(s), s))
+    assert redact.secrets_in("nothing secret here") == []
+
+
+def test_scrub_message_masks_given_and_environment_secrets_in_any_form(monkeypatch):
+    monkeypatch.setenv("RAGPERF_LLM_API_KEY", "sk-env-key-777")
+    text = "tried sk-env-key-777 and ['raw-given-888'] at postgresql://app:in-url-999@db"
+    assert redact.scrub_message(text, ["raw-given-888"]) == "tried *** and ['***'] at postgresql://app:***@db"
 
 
 def test_redact_turns_pydantic_secrets_into_stars():

@@ -75,6 +75,78 @@ def test_open_run_finds_an_existing_run_by_id_or_path(outputs):
         runs.open_run("nope")
 
 
+def _listing(path) -> dict[str, bytes]:
+    return {str(p.relative_to(path)): p.read_bytes() if p.is_file() else b"" for p in sorted(path.rglob("*"))}
+
+
+def test_open_run_refuses_a_directory_that_is_not_a_run_and_lists_the_runs(outputs, monkeypatch):
+    _frozen_clock(monkeypatch, datetime(2026, 11, 28, 13, 45, 0, tzinfo=UTC))
+    older = runs.new_run("smoke")
+    _frozen_clock(monkeypatch, datetime(2026, 11, 28, 13, 46, 0, tzinfo=UTC))
+    newer = runs.new_run("demo")
+    not_runs = {
+        "notes": (None, "it has no manifest.json"),
+        "a-list": ("[]", "its manifest.json is not a JSON object"),
+        "no-id": ('{"profile": "smoke"}', "its manifest.json has no run_id"),
+        "broken": ('{"run_id": ', "its manifest.json cannot be read as JSON"),
+    }
+    for name, (manifest, _) in not_runs.items():
+        (outputs / name / "phase0").mkdir(parents=True)
+        if manifest is not None:
+            (outputs / name / "manifest.json").write_text(manifest)
+    before = _listing(outputs)
+    for name, (_, problem) in not_runs.items():
+        for given in (name, outputs / name, str(outputs / name)):
+            with pytest.raises(runs.NotARunError) as err:
+                runs.open_run(given)
+            message = str(err.value)
+            assert message.startswith(f"{outputs / name} is not a ragperf run ({problem}")
+            assert f"a run is a directory that `ragperf run` made in {outputs}, with a manifest.json" in message
+            assert message.endswith(f"; the newest runs are {newer.id}, {older.id}")
+    assert runs.list_runs() == [newer.id, older.id], "directories that are not runs are not listed as runs"
+    assert _listing(outputs) == before
+
+
+def test_open_run_refuses_a_run_outside_the_outputs_directory(outputs, tmp_path, monkeypatch):
+    run = runs.new_run("smoke")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    copy = elsewhere / run.id
+    copy.mkdir()
+    (copy / "manifest.json").write_bytes(run.manifest_path.read_bytes())
+    for given in (copy, str(copy), outputs / ".." / "elsewhere" / run.id):
+        with pytest.raises(runs.NotARunError) as err:
+            runs.open_run(given)
+        assert str(err.value) == (f"{copy} is not in the outputs directory {outputs}, and runs are written only "
+                                  f"there: to use runs in {elsewhere}, set RAGPERF_OUTPUTS={elsewhere}")  # fmt: skip
+    with pytest.raises(runs.NotARunError, match="is not in the outputs directory"):
+        runs.open_run("..")
+    monkeypatch.setenv("RAGPERF_OUTPUTS", str(elsewhere))
+    assert runs.open_run(copy) == runs.Run(run.id, copy)  # told to: the parent is the outputs directory now
+
+
+def test_no_run_at_all_says_so(outputs):
+    with pytest.raises(runs.RunNotFoundError, match=f"; there is no run in {re.escape(str(outputs))} yet"):
+        runs.open_run("nope")
+
+
+def test_the_cli_adds_no_phase_to_a_directory_that_is_not_a_run(outputs, tmp_path, monkeypatch, capsys):
+    from ragperf import cli
+
+    monkeypatch.setenv("RAGPERF_LAB_DIR", str(tmp_path / "lab"))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    inside, outside = outputs / "scratch", tmp_path / "scratch"
+    for directory in (inside, outside):
+        directory.mkdir(parents=True)
+        (directory / "keep.txt").write_text("mine")
+    for directory, expected in ((inside, "is not a ragperf run (it has no manifest.json)"),
+                                (outside, "is not in the outputs directory")):  # fmt: skip
+        assert cli.main(["run", "phase0", "--run-id", str(directory)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"ragperf: {directory} {expected}") and "Traceback" not in err
+        assert _listing(directory) == {"keep.txt": b"mine"}
+
+
 def test_a_phase_that_already_ran_is_refused(outputs):
     run = runs.new_run("smoke")
     assert run.phase_dir("phase0") == run.path / "phase0"
