@@ -84,13 +84,15 @@ def _cmd_lab_reset(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from ragperf import params, tuning
+    from ragperf import params, targetlock, tuning
 
     params.check_phase(args.phase)
     run_id = args.run or next(iter(tuning.outstanding_runs(args.phase)), None)
     if run_id is None:
         raise RunError(f"no run in outputs/ has {args.phase} changes left to undo (give --run to check one)")
-    result = tuning.rollback_run(run_id, args.phase)
+    target = targetlock.recorded_target(run_id, args.phase)
+    with targetlock.held(target, command=targetlock.command_line()):  # not while a run holds the target
+        result = tuning.rollback_run(run_id, args.phase)
     print(result.text())
     return 1 if result.differences else 0
 

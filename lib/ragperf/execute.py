@@ -13,7 +13,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from ragperf import runs
+from ragperf import runs, targetlock
 from ragperf.params import check_phase, load, notebook_for, phases, preflight
 from ragperf.progress import HEADLESS_ENV
 
@@ -42,17 +42,22 @@ def run(
         ParamsError: bad parameters, an unknown phase or profile (before anything starts).
         PhaseExistsError: the run already has the phase.
         PhaseFailed: a notebook cell raised.
+        TargetBusyError: another run holds the target (before a run directory exists).
     """
     todo = phases() if phase == "all" else [check_phase(phase)]
     files = [str(Path(f).resolve()) for f in params_files]
     params = load(profile, target, files)  # fail early, before a run directory exists
     preflight(todo, params)
-    run_ = runs.open_run(run_id) if run_id else runs.new_run(profile)
-    for name in todo:
-        if run_.notebook_path(name).exists() or (run_.path / name / "metrics.json").exists():
-            raise runs.PhaseExistsError(f"run {run_.id} already has {name}: start a new run instead")
-    for name in todo:
-        execute(name, run_, profile=profile, target=target, params_files=files, progress=progress)
+    # one run at a time on a target, held across all its phases; the kernels go on under this hold
+    with targetlock.held(targetlock.params_target(params), command=targetlock.command_line()) as hold:
+        run_ = runs.open_run(run_id) if run_id else runs.new_run(profile)
+        if hold is not None:
+            hold.name_run(run_.id)
+        for name in todo:
+            if run_.notebook_path(name).exists() or (run_.path / name / "metrics.json").exists():
+                raise runs.PhaseExistsError(f"run {run_.id} already has {name}: start a new run instead")
+        for name in todo:
+            execute(name, run_, profile=profile, target=target, params_files=files, progress=progress)
     return run_
 
 

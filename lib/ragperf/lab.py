@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ragperf import labdb, pginstall, procs
+from ragperf import labdb, pginstall, procs, targetlock
 from ragperf.llm import Provider
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,10 @@ def restart_postgres(lab_dir: Path | None = None) -> None:
 def reset_tuning(lab_dir: Path | None = None) -> list[str]:
     """Bring the lab back to the untuned state the users have (stock settings, LangChain's indexes only,
     a dimensionless embedding column, no role settings), restarting PostgreSQL if needed; returns what
-    was undone. Phase 0 calls this on the lab, so a baseline never measures an earlier run's tuning."""
+    was undone. Phase 0 calls this on the lab, so a baseline never measures an earlier run's tuning; any
+    other caller is refused while a run holds the lab (see :mod:`ragperf.targetlock`)."""
     lab_dir = lab_dir or default_lab_dir()
-    with _locked(lab_dir):
+    with targetlock.held(targetlock.lab_target(lab_dir), command=targetlock.command_line()), _locked(lab_dir):
         state, creds = _running(lab_dir), credentials(lab_dir)
         done = [f"stopped {name} (Phase 2)" for name in _stop_cache_tier(lab_dir)]
         untuned, pending = labdb.untune(state.port("postgres"), creds)

@@ -20,7 +20,7 @@ import httpx
 import pandas as pd
 from pydantic import SecretStr
 
-from ragperf import charts, frozen, lab, metrics, runs, scenarios
+from ragperf import charts, frozen, lab, metrics, runs, scenarios, targetlock
 from ragperf import params as params_mod
 from ragperf.loadgen import LoadResult
 from ragperf.params import Params
@@ -195,12 +195,16 @@ def begin(
     """Validate the parameters, open (or create) the run, find the target and record it.
 
     Bad parameters fail here, before anything starts. A phase that already has metrics in the run
-    is refused: a new run is needed.
+    is refused: a new run is needed. So is a target another run holds; under ``ragperf run`` the
+    kernel goes on under its parent's hold, else it holds the target itself until it ends.
     """
     params_mod.check_phase(phase)
     params = load_params(profile, target, params_files)
     params_mod.preflight([phase], params)
+    hold = targetlock.hold_for_process(targetlock.params_target(params), command=targetlock.kernel_command(phase))
     run = _open_run(params.profile, run_id)
+    if hold is not None:
+        hold.name_run(run.id)
     out = run.path / phase
     if (out / "metrics.json").exists():
         raise runs.PhaseExistsError(f"run {run.id} already has {phase}/metrics.json: start a new run instead")

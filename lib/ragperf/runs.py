@@ -123,6 +123,16 @@ class Run:
         names |= {p.name for p in self.path.iterdir() if p.is_dir()}
         return sorted((n for n in names if _NAME.match(n)), key=phase_sort_key)
 
+    def recorded_params(self, phase: str) -> dict[str, Any]:
+        """The parameters ``phase`` ran with, as its ``params.yaml`` recorded them (secrets redacted), without
+        the target's file name; RunError when the phase recorded none."""
+        path = self.path / _check_name(phase, "phase") / "params.yaml"
+        if not path.exists():
+            raise RunError(f"run {self.id} has no {phase}/params.yaml: was {phase} run there?")
+        recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        recorded.pop("target_name", None)
+        return recorded
+
     def manifest(self) -> dict[str, Any]:
         """The manifest's content; empty when none was written."""
         return json.loads(self.manifest_path.read_text()) if self.manifest_path.exists() else {}

@@ -38,7 +38,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import yaml
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict
 
@@ -182,13 +181,7 @@ def params_target(params: Params) -> TargetId:
 
 def recorded_target(run_id: str, phase: str) -> TargetId:
     """The target that ``phase`` of the run recorded in its params.yaml (what a rollback works on)."""
-    run = runs.open_run(run_id)
-    path = run.path / phase / "params.yaml"
-    if not path.exists():
-        raise runs.RunError(f"run {run.id} has no {phase}/params.yaml: was {phase} run there?")
-    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    recorded.pop("target_name", None)
-    return params_target(Params.model_validate(recorded))
+    return params_target(Params.model_validate(runs.open_run(run_id).recorded_params(phase)))
 
 
 # --- holding it --------------------------------------------------------------------------------

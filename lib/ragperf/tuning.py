@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
-import yaml
 from psycopg import sql
 
 from ragperf import cacheproxy, changes, hosttune, indexes, lab, nginx, pgtune, rediscache, runs
@@ -218,12 +217,7 @@ def rollback_phase(run: runs.Run, phase: str, target: Target, params: Params) ->
 def rollback_run(run_id: str, phase: str) -> Rollback:
     """:func:`rollback_phase` with the target and parameters the run recorded for the phase."""
     run = runs.open_run(run_id)
-    path = run.path / phase / "params.yaml"
-    if not path.exists():
-        raise ChangeError(f"run {run.id} has no {phase}/params.yaml: was {phase} run there?")
-    recorded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    recorded.pop("target_name", None)
-    params = Params.model_validate(recorded)
+    params = Params.model_validate(run.recorded_params(phase))
     return rollback_phase(run, phase, resolve_target(params, bring_up=False, same_profile=False), params)
 
 
