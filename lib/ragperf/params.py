@@ -21,7 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 from ragperf import metrics
-from ragperf.redact import MASK, is_secret_key, redact, scrub_message, scrub_text, secrets_in
+from ragperf.redact import MASK, embedded_passwords, is_secret_key, redact, scrub_message, scrub_text, secrets_in
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PARAMS_DIR = REPO_ROOT / "params"
@@ -51,7 +51,7 @@ class Target(_Strict):
     def _deployment_needs_a_url(self) -> Target:
         if self.kind == "deployment" and not self.base_url:
             raise ValueError("target.base_url is required when target.kind is 'deployment'")
-        if self.dsn and "password" in self.dsn.lower():
+        if self.dsn and ("password" in self.dsn.lower() or embedded_passwords(self.dsn)):
             raise ValueError("target.dsn must not contain a password: set RAGPERF_PGPASSWORD in the environment")
         return self
 
@@ -417,6 +417,15 @@ def _restart_command(phases: Sequence[str], p: Params) -> Iterator[str]:
                "(or set changes.allow_restart: false)")  # fmt: skip
 
 
+def _app_role(phases: Sequence[str], p: Params) -> Iterator[str]:
+    applies = p.effective_mode() == "apply" and DATABASE_PHASES.intersection(phases)
+    if p.target.kind == "deployment" and applies and not p.changes.app_role:
+        yield (
+            "changes.app_role is required when changes.mode is 'apply' on a deployment: the role the app "
+            "connects as, which gets hnsw.ef_search with ALTER ROLE ... SET (the app's code cannot set it)"
+        )
+
+
 def _log_file(phases: Sequence[str], p: Params) -> Iterator[str]:
     if p.workload.log_file is not None and (problem := _log_file_problem(p.workload.log_file)):
         yield problem
@@ -457,6 +466,7 @@ PREFLIGHT_CHECKS: tuple[Callable[[Sequence[str], Params], Iterator[str]], ...] =
     _dsn_syntax,
     _service_url,
     _restart_command,
+    _app_role,
     _log_file,
     _state_dir,
 )

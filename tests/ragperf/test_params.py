@@ -301,13 +301,15 @@ def test_preflight_lists_every_problem_at_once_naming_the_keys(tmp_path: Path):
     lines = str(err.value).splitlines()
     assert lines[0] == "cannot start phase0, phase1:"
     assert [line.split()[0] for line in lines[1:]] == [
-        "target.dsn", "target.base_url", "target.restart_command", "workload.log_file", "cache.state_dir"]  # fmt: skip
+        "target.dsn", "target.base_url", "target.restart_command", "changes.app_role", "workload.log_file",
+        "cache.state_dir"]  # fmt: skip
     text = str(err.value)
     assert "target.dsn is required on a deployment for phase1" in text and "e.g. 'host=" in text
     assert "target.base_url must be an http:// or https:// URL with a host, e.g." in text
     assert "got 'ftp://service.example'" in text
     assert "target.restart_command is required when changes.mode is 'apply' and changes.allow_restart" in text
     assert "workload.log_file must be a readable query log" in text and "no such file" in text
+    assert "changes.app_role is required when changes.mode is 'apply' on a deployment" in text
     assert f"cache.state_dir {blocker / 'cache'} cannot be made: {blocker} is a file" in text
 
 
@@ -318,7 +320,7 @@ def test_preflight_asks_only_what_the_phases_need(tmp_path: Path):
         params.preflight(["phase0", "phase1"], no_dsn)
     params.preflight(params.phases(), params.load("smoke", "lab"))  # the lab knows its own DSN
     params.preflight(params.phases(), params.load("smoke", "example-deployment"))
-    restartable = {"changes": {"mode": "apply", "allow_restart": True}}
+    restartable = {"changes": {"mode": "apply", "allow_restart": True, "app_role": "sakana"}}
     params.preflight(params.phases(), params.load("smoke", "example-deployment", [_file(tmp_path, restartable)]))
 
 
