@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -170,3 +171,39 @@ def test_rollback_phase2_stops_the_tier_and_the_app_serves_as_before(tuned, env,
         f"{lab.status(lab_dir)['app_url']}/ask", json={"question": "Hồ sơ mời thầu là gì?"}, timeout=60
     )
     assert response.status_code == 200 and "x-cache-status" not in response.headers
+
+
+PROGRESS_LINE = re.compile(r"\d+%\|")  # a tqdm bar: "ladder 25 users:  40%|####      | ..."
+
+
+def _progress_lines(text: str) -> int:
+    return sum(1 for line in text.splitlines() if PROGRESS_LINE.search(line))
+
+
+def _notebook_text(path: Path) -> str:
+    cells = json.loads(path.read_text())["cells"]
+    parts = []
+    for output in (o for c in cells for o in c.get("outputs", [])):
+        parts.append("".join(output.get("text", "")))
+        parts.append("".join(output.get("data", {}).get("text/plain", "")))
+    return "\n".join(parts)
+
+
+def test_saved_notebooks_and_the_report_keep_one_progress_line_per_bar(tuned, env, ragperf):
+    """What people read holds results: each load step's bar (and each index build's) is one line, in its final
+    state, not one line per redraw."""
+    run, _ = tuned
+    bars_total = 0
+    for phase in ("phase0", "phase1", "phase2"):
+        steps = sum(pd.read_parquet(p, columns=["scenario", "step"]).drop_duplicates().shape[0]
+                    for p in (run.path / phase).rglob("requests.parquet"))  # fmt: skip
+        journal = run.path / phase / "journal.jsonl"
+        entries = [json.loads(line) for line in journal.read_text().splitlines()] if journal.exists() else []
+        builds = sum(1 for e in entries if e["event"] == "applying" and e["key"].startswith("index:"))
+        bars = steps + builds + 1  # + the corpus load, when the lab is brought up inside the notebook
+        lines = _progress_lines(_notebook_text(run.path / f"{phase}.ipynb"))
+        assert 0 < lines <= bars, f"{phase}: {lines} progress lines for {steps} load steps and {builds} builds"
+        bars_total += bars
+    done = ragperf(env, "report", run.id)
+    assert done.returncode == 0, done.stderr
+    assert _progress_lines((run.path / "report.html").read_text()) <= bars_total
