@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -5,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from matplotlib.colors import to_hex
+from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
+from matplotlib.font_manager import font_scalings
 
 from ragperf import charts, compare, metrics
 from ragperf.metrics import Slo
@@ -131,3 +134,184 @@ def test_the_step_explorer_redraws_the_chosen_step(ladder):
     assert first.startswith(b"\x89PNG") and "ok" in table.value
     picker.value = picker.options[-1][1]
     assert bytes(image.value) != first
+
+
+# --- the seaborn charts: one theme, distributions, intervals, ratios, no data --------------------------
+
+
+def _texts(fig: Figure) -> list[str]:
+    return [t.get_text() for ax in fig.axes for t in ax.texts]
+
+
+def _layers() -> pd.DataFrame:
+    return pd.DataFrame({"label": ["zipf low", "zipf high"], "nginx_pct": [30.0, 50.0], "redis_pct": [10.0, 20.0],
+                         "coalesced_pct": [5.0, 0.0], "app_pct": [55.0, 30.0], "unknown_pct": [0.0, 0.0],
+                         "hit_p95": [0.002, np.nan], "miss_p95": [4.0, 3.0]})  # fmt: skip
+
+
+def _every_chart(ladder: pd.DataFrame) -> dict[str, Figure]:
+    steps = metrics.summarize_steps(ladder)
+    table = compare.compare(metrics.phase_metrics(fixed=ladder), metrics.phase_metrics(fixed=ladder))
+    return {
+        "latency": charts.latency_distributions(ladder),
+        "percentiles": charts.percentiles_vs_users(steps, Slo(3.0, 85.0), records=ladder),
+        "throughput": charts.throughput_vs_users(steps, records=ladder),
+        "failures": charts.failures_by_class(steps),
+        "side_by_side": charts.side_by_side_chart(metrics.side_by_side(metrics.phase_metrics(fixed=ladder))),
+        "compare": charts.compare_chart(table),
+        "compare_steps": charts.compare_steps_chart(table),
+        "cache_layers": charts.cache_layers(_layers()),
+    }
+
+
+def test_one_seaborn_theme_dresses_every_chart_and_leaves_matplotlib_as_it_was(ladder, tmp_path):
+    import matplotlib as mpl
+
+    before = dict(mpl.rcParams)
+    theme = charts.theme()
+    assert theme["axes.grid"] is True and theme["axes.labelsize"] == 12  # seaborn's whitegrid, notebook context
+    assert list(theme["axes.prop_cycle"].by_key()["color"]) == list(charts.PALETTE)
+    assert charts.PALETTE[:3] == (charts.BETTER, charts.WORSE, charts.USERS)
+    for name, fig in _every_chart(ladder).items():
+        assert fig.theme == theme, name
+        fig.axes[0].set_ylim(-1000, 1000)  # more ticks, made when the figure is drawn, outside the chart call
+        _saves(fig, tmp_path)
+        for ax in (ax for ax in fig.axes if ax.get_visible()):
+            assert to_hex(ax.spines["left"].get_edgecolor()) == to_hex(theme["axes.edgecolor"]), name
+            assert ax.yaxis.label.get_fontsize() == theme["axes.labelsize"], name
+        n = len(fig.axes[0].yaxis.get_ticklabels())
+        small = theme["font.size"] * font_scalings["small"]  # what the comparison asks for its many rows
+        size = small if name.startswith("compare") else theme["ytick.labelsize"]
+        assert [t.get_fontsize() for t in fig.axes[0].yaxis.get_ticklabels()] == pytest.approx([size] * n), name
+    assert dict(mpl.rcParams) == before
+
+
+def test_latency_distributions_draw_a_box_and_an_ecdf_per_step(ladder):
+    fig = charts.latency_distributions(ladder)
+    ax_box, ax_cdf = fig.axes
+    quartiles = ladder.groupby("users_target")["latency_s"].quantile([0.25, 0.75]).unstack()
+    boxes = [p.get_path().vertices[:, 1] for p in ax_box.patches]
+    assert [v for b in boxes for v in (b.min(), b.max())] == pytest.approx(quartiles.to_numpy().ravel().tolist())
+    ecdfs = sorted((ln for ln in ax_cdf.get_lines()), key=lambda ln: np.nanmax(ln.get_xdata()))
+    assert len(ecdfs) == 3
+    for line, (_, step) in zip(ecdfs, ladder.groupby("users_target"), strict=True):
+        y = line.get_ydata()
+        assert y[0] == 0 and y[-1] == 100 and np.all(np.diff(y) >= 0)  # percent of requests at or below
+        assert np.nanmax(line.get_xdata()) == step["latency_s"].max()
+    assert ax_cdf.get_legend().get_title().get_text() == "Concurrent users"
+
+
+def _interval_segments(ax) -> list[list[np.ndarray]]:
+    """The (low, high) ends of each error bar series in ``ax``."""
+    return [c.lines[2][0].get_segments() for c in ax.containers if isinstance(c, ErrorbarContainer)]
+
+
+def test_percentiles_carry_bootstrap_intervals_when_given_the_records(ladder):
+    ladder = pd.concat([ladder, step_records(40, [1.0] * 30)])  # every request took 1 s: no uncertainty
+    steps = metrics.summarize_steps(ladder)
+    assert _interval_segments(charts.percentiles_vs_users(steps).axes[0]) == []
+    ax = charts.percentiles_vs_users(steps, records=ladder).axes[0]
+    assert [ln.get_label() for ln in ax.get_lines()][:3] == ["p50 (median)", "p95", "p99"]
+    assert len(_interval_segments(ax)) == 3  # an interval for p50, p95 and p99
+    by_users = dict(iter(ladder.groupby("users_target")["latency_s"]))
+    for name, segments in zip(("p50", "p95", "p99"), _interval_segments(ax), strict=True):
+        assert len(segments) == len(steps)
+        for (users, low), (_, high), point in zip(*zip(*segments, strict=True), steps[name], strict=True):
+            latency = by_users[users]
+            assert latency.min() <= low <= point <= high <= latency.max()
+            if users == 40:
+                assert low == high == 1.0
+            else:
+                assert high > low
+
+
+def test_throughput_carries_a_bootstrap_interval_when_given_the_records(ladder):
+    steps = metrics.summarize_steps(ladder)
+    assert _interval_segments(charts.throughput_vs_users(steps).axes[0]) == []
+    (segments,) = _interval_segments(charts.throughput_vs_users(steps, records=ladder).axes[0])
+    for ((_, low), (_, high)), throughput, failures in zip(segments, steps["throughput_rps"], steps["failures"],
+                                                           strict=True):  # fmt: skip
+        assert low <= throughput <= high
+        assert (high > low) == (failures > 0)  # all answered OK: every resample answers all
+
+
+def _run(values: dict[str, float]) -> dict:
+    return {key: {"value": value} for key, value in values.items()}
+
+
+def test_compare_chart_puts_ratios_on_a_log_axis_the_users_metrics_first(tmp_path):
+    baseline = _run({"query_latency_p95": 40.0, "cache_first_median": 8.0, "response_time_10_users": 9.0,
+                     "max_concurrent_users": 2, "success_rate_10_users": 40.0})  # fmt: skip
+    current = _run({"query_latency_p95": 4.0, "cache_first_median": 8.0, "response_time_10_users": 1.0,
+                    "max_concurrent_users": 40, "success_rate_10_users": 20.0})  # fmt: skip
+    baseline["steps"] = current["steps"] = [{"scenario": "fixed", "step": "users=10", "p50": 1.0, "p95": 2.0}]
+    table = compare.compare(baseline, current).sample(frac=1, random_state=1)  # any row order
+    fig = charts.compare_chart(table)
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "function" and "log scale" in fig.get_suptitle()
+    rows = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]  # top to bottom
+    assert rows == ["Success rate at 10 users", "Response time (p95) at 10 users",
+                    "Max concurrent users within the SLO", "Query latency test: p95",
+                    "Cache test: median first ask"]  # fmt: skip
+    assert len(ax.patches) == 5  # the per-step rows are not in the headline
+    width = {label: abs(np.diff(ax.transData.transform([(0, 0), (p.get_width(), 0)])[:, 0])[0])
+             for label, p in zip(rows[::-1], ax.patches, strict=True)}  # fmt: skip
+    decade = width["Query latency test: p95"]  # 40 s -> 4 s
+    assert width["Response time (p95) at 10 users"] == pytest.approx(decade * math.log10(9))  # 9x faster
+    assert width["Max concurrent users within the SLO"] == pytest.approx(decade * math.log10(20))  # 20x more
+    assert width["Cache test: median first ask"] == 0  # 1x: unchanged
+    colours = {label: to_hex(p.get_facecolor()) for label, p in zip(rows[::-1], ax.patches, strict=True)}
+    assert colours["Response time (p95) at 10 users"] == colours["Max concurrent users within the SLO"] == charts.BETTER
+    assert colours["Success rate at 10 users"] == charts.WORSE
+    _saves(fig, tmp_path)
+
+
+def test_compare_steps_chart_holds_the_per_step_rows(tmp_path):
+    steps = [{"scenario": "ladder", "step": f"users={u}", "p50": 1.0 * u, "p95": 2.0 * u, "success_rate": 90.0,
+              "throughput_rps": 1.0} for u in (5, 10)]  # fmt: skip
+    faster = [{**s, "p95": s["p95"] / 10} for s in steps]
+    fig = charts.compare_steps_chart(compare.compare({"steps": steps}, {"steps": faster}))
+    assert [ax.get_title() for ax in fig.axes] == ["p50 latency", "p95 latency", "Success rate", "Throughput"]
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ladder users=5", "ladder users=10"]
+    assert all(ax.get_xscale() == "function" for ax in fig.axes)
+    assert [to_hex(p.get_facecolor()) for p in fig.axes[1].patches] == [charts.BETTER] * 2
+    assert len(charts.compare_chart(compare.compare({"steps": steps}, {"steps": faster})).axes[0].patches) == 0
+    _saves(fig, tmp_path)
+
+
+def test_compare_chart_draws_the_bootstrap_interval_where_the_table_has_one():
+    rng = np.random.default_rng(1)
+    slow = step_records(10, rng.gamma(4, 2.0, 80), scenario="fixed")
+    fast = step_records(10, rng.gamma(4, 0.2, 80), scenario="fixed")
+    table = compare.compare(metrics.phase_metrics(fixed=slow), metrics.phase_metrics(fixed=fast), slow, fast,
+                            n_boot=200)  # fmt: skip
+    ax = charts.compare_chart(table).axes[0]
+    ((segment,),) = _interval_segments(ax)  # one row has an interval: the per-step ones are not in the headline
+    row = table[table["key"] == "response_time_10_users"].iloc[0]
+    assert segment[:, 0] == pytest.approx(100 * np.array([row["ci_low"], row["ci_high"]]) / row["baseline"])
+
+
+def test_charts_say_no_data_rather_than_raise_on_empty_or_nan_input(ladder, tmp_path):
+    nan_records = ladder.assign(latency_s=np.nan)
+    nan_steps = metrics.summarize_steps(ladder).assign(p50=np.nan, p95=np.nan, p99=np.nan, success_rate=np.nan,
+                                                       throughput_rps=np.nan, request_rps=np.nan)  # fmt: skip
+    no_steps = metrics.summarize_steps(ladder.iloc[0:0])
+    nan_table = compare.compare(_run({"p95": 0.0}), _run({"p95": 1.0}))  # no ratio from a baseline of 0
+    empty = {
+        "latency": [charts.latency_distributions(pd.DataFrame()), charts.latency_distributions(nan_records)],
+        "percentiles": [charts.percentiles_vs_users(pd.DataFrame(), Slo(3.0, 85.0)),
+                        charts.percentiles_vs_users(nan_steps, Slo(3.0, 85.0), records=nan_records)],
+        "throughput": [charts.throughput_vs_users(no_steps), charts.throughput_vs_users(nan_steps, records=ladder)],
+        "failures": [charts.failures_by_class(pd.DataFrame()), charts.failures_by_class(no_steps)],
+        "side_by_side": [charts.side_by_side_chart(pd.DataFrame())],
+        "compare": [charts.compare_chart(pd.DataFrame()), charts.compare_chart(compare.compare({}, {}))],
+        "compare_steps": [charts.compare_steps_chart(pd.DataFrame()), charts.compare_steps_chart(nan_table)],
+        "cache_layers": [charts.cache_layers(pd.DataFrame()),
+                         charts.cache_layers(_layers().assign(nginx_pct=np.nan, hit_p95=np.nan))],
+    }  # fmt: skip
+    for name, figs in empty.items():
+        for fig in figs:
+            assert any(t.startswith(("no ", "nothing")) for t in _texts(fig)) or name == "cache_layers", name
+            assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "no ratio (from 0)" in _texts(charts.compare_chart(nan_table))
+    assert charts.step_explorer(pd.DataFrame()).children[0].options == ()
