@@ -19,7 +19,7 @@ import psycopg
 import pytest
 import yaml
 
-from ragperf import indexes, lab, metrics, pgtune, phase2, procs, runs, tuning
+from ragperf import cachetier, indexes, lab, metrics, pgtune, procs, runs, tuning
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
@@ -161,11 +161,11 @@ def test_rollback_phase2_stops_the_tier_and_the_app_serves_as_before(tuned, env,
     run, _ = tuned
     tier = metrics.read_metrics_json(run.path / "phase2" / "metrics.json")["cache"]
     base = lab_dir / "cache"
-    assert phase2.running(base).any() and lab.status(lab_dir)["cache_tier"]["nginx"] == tier["entrypoint"]
+    assert cachetier.running(base).any() and lab.status(lab_dir)["cache_tier"]["nginx"] == tier["entrypoint"]
     done = ragperf(env, "rollback", "phase2", "--run", run.id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "undid 3 change(s)" in done.stdout and "pg_settings" not in done.stdout
-    assert not phase2.running(base).any() and not any(lab.status(lab_dir)["cache_tier"].values())
+    assert not cachetier.running(base).any() and not any(lab.status(lab_dir)["cache_tier"].values())
     assert procs.port_is_free(tier["tier"]["nginx"]["listen_port"])
     response = httpx.post(
         f"{lab.status(lab_dir)['app_url']}/ask", json={"question": "Hồ sơ mời thầu là gì?"}, timeout=60

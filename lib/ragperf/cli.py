@@ -102,22 +102,22 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_cache_purge(args: argparse.Namespace) -> int:
-    from ragperf import phase2
+    from ragperf import cachetier
 
     base = _cache_dir(args)
-    now = phase2.running(base)
+    now = cachetier.running(base)
     if not now.any():
         raise RunError(f"no caching tier runs from {base} (give --dir for a tier kept elsewhere)")
-    done = phase2.purge(now)
+    done = cachetier.purge(now)
     print(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in done.items()))
     return 0
 
 
 def _cmd_cache_status(args: argparse.Namespace) -> int:
-    from ragperf import phase2
+    from ragperf import cachetier
 
-    now = phase2.running(_cache_dir(args))
-    for name in phase2.PARTS:
+    now = cachetier.running(_cache_dir(args))
+    for name in cachetier.PARTS:
         cfg = getattr(now, name)
         print(f"  {name:6} " + (json.dumps(cfg.to_dict(), default=str) if cfg else "not running"))
     return 0 if now.any() else 3

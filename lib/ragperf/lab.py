@@ -24,7 +24,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from ragperf import labdb, pginstall, procs, targetlock
+from ragperf import cachetier, labdb, pginstall, procs, targetlock
 from ragperf.llm import Provider
 
 log = logging.getLogger(__name__)
@@ -184,9 +184,7 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
 
 def _cache_tier(lab_dir: Path) -> dict[str, str | None]:
     """Phase 2's parts running from the lab's directory: nginx's URL (the cached entrypoint), the add-on's, Redis's."""
-    from ragperf import phase2
-
-    now = phase2.running(lab_dir / "cache")
+    now = cachetier.running(lab_dir / "cache")
     return {
         "nginx": f"http://{now.nginx.listen_host}:{now.nginx.listen_port}" if now.nginx else None,
         "cache_addon": now.proxy.url if now.proxy else None,
@@ -196,9 +194,7 @@ def _cache_tier(lab_dir: Path) -> dict[str, str | None]:
 
 def _stop_cache_tier(lab_dir: Path) -> list[str]:
     """Stop Phase 2's nginx, cache add-on and Redis if they run from the lab's directory."""
-    from ragperf import phase2  # phase2 builds on the phase module, which builds on this one
-
-    return phase2.stop_all(lab_dir / "cache")
+    return cachetier.stop_all(lab_dir / "cache")
 
 
 def _running(lab_dir: Path) -> LabState:

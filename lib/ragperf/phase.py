@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,35 +25,13 @@ from ragperf import params as params_mod
 from ragperf.loadgen import LoadResult
 from ragperf.params import Params
 from ragperf.redact import install_log_filter
+from ragperf.target import Target, TargetError
 from ragperf.workload import WorkItem, in_order_workload, read_pool, replay_workload, zipf_workload
 
 log = logging.getLogger(__name__)
 
 BASELINE_PHASE = "phase0"  # measured on the lab from the untuned state, whatever earlier runs left
 ZIPF_DRAWS = 5000  # requests drawn for the concurrent scenarios; users cycle over them
-
-
-class TargetError(RuntimeError):
-    """The target cannot be measured: not reachable, or not described well enough."""
-
-
-@dataclass
-class Target:
-    """Where the service and its database are, for this phase."""
-
-    kind: str
-    base_url: str
-    admin_dsn: str | None = None  # without password
-    password: SecretStr | None = None
-    lab_dir: Path | None = None
-    questions_file: Path | None = None
-    servers: dict[str, Any] = field(default_factory=dict)
-    collection: str | None = None  # the app's LangChain collection (None: the only one the database holds)
-    app_role: str | None = None  # the app's database role, for its role settings (None: not known)
-
-    def connect_kwargs(self) -> dict[str, Any]:
-        """psycopg keyword arguments that add the password to :attr:`admin_dsn`."""
-        return {"password": self.password.get_secret_value()} if self.password else {}
 
 
 @dataclass

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from ragperf import cacheproxy, changes, metrics, nginx, phase, phase2, procs, rediscache, tuning
+from ragperf import cacheproxy, cachetier, changes, metrics, nginx, phase, phase2, procs, rediscache, tuning
 from ragperf.params import Params
 
 pytestmark = pytest.mark.lab
@@ -38,15 +38,15 @@ def ctx(lab_up, lab_dir, tmp_path_factory) -> Iterator[phase.PhaseContext]:
 
 
 @pytest.fixture(scope="module")
-def applied(ctx) -> Iterator[tuple[phase2.Tier, dict, changes.Journal]]:
+def applied(ctx) -> Iterator[tuple[cachetier.Tier, dict, changes.Journal]]:
     """The tier started as the notebook starts it; stopped at the end whatever the tests did."""
-    now = phase2.running(phase2.state_dir(ctx.target, ctx.params))
+    now = cachetier.running(cachetier.state_dir(ctx.target, ctx.params))
     assert not now.any()
-    tier = phase2.desired(ctx.target, ctx.params, now)
+    tier = cachetier.desired(ctx.target, ctx.params, now)
     kinds, journal = tuning.appliers(ctx.target, ctx.params), changes.Journal(ctx.out)
-    changes.apply(changes.groups(phase2.plan(now, tier), kinds), journal)
+    changes.apply(changes.groups(cachetier.plan(now, tier), kinds), journal)
     yield tier, kinds, journal
-    phase2.stop_all(phase2.state_dir(ctx.target, ctx.params))
+    cachetier.stop_all(cachetier.state_dir(ctx.target, ctx.params))
 
 
 def _questions(ctx, n: int) -> list[str]:
@@ -55,10 +55,10 @@ def _questions(ctx, n: int) -> list[str]:
 
 def test_the_plan_is_three_parts_in_order_and_nothing_when_running(ctx, applied):
     tier, _, _ = applied
-    now = phase2.running(phase2.state_dir(ctx.target, ctx.params))
+    now = cachetier.running(cachetier.state_dir(ctx.target, ctx.params))
     assert (now.redis, now.proxy, now.nginx) == (tier.redis, tier.proxy, tier.nginx)
-    assert phase2.plan(now, phase2.desired(ctx.target, ctx.params, now)) == []
-    fresh = phase2.plan(phase2.Running(None, None, None), tier)
+    assert cachetier.plan(now, cachetier.desired(ctx.target, ctx.params, now)) == []
+    fresh = cachetier.plan(cachetier.Running(None, None, None), tier)
     assert [c.kind for c in fresh] == ["redis", "cacheproxy", "nginx"]
     assert tier.nginx.upstreams == (f"127.0.0.1:{tier.proxy.listen_port}",)
     assert tier.proxy.upstream == ctx.target.base_url
@@ -80,8 +80,8 @@ def test_concurrent_questions_never_get_each_others_answer_through_every_layer(c
     spellings = [lambda q: q, lambda q: unicodedata.normalize("NFD", q), lambda q: "  " + q.upper() + " "]
     asks = [(q, spell(q)) for q in questions for spell in spellings for _ in range(2)]
     random.Random(3).shuffle(asks)
-    phase2.purge(tier)
-    before = phase2.counters(tier)
+    cachetier.purge(tier)
+    before = cachetier.counters(tier)
 
     def ask(pair: tuple[str, str]) -> tuple[str, httpx.Response]:
         with httpx.Client(base_url=tier.url, timeout=60) as client:
@@ -92,9 +92,9 @@ def test_concurrent_questions_never_get_each_others_answer_through_every_layer(c
     assert all(r.status_code == 200 for _, r in answers)
     wrong = [(q, r.json()["answer"][:60]) for q, r in answers if r.json()["answer"] != expected[q]]
     assert wrong == []
-    delta = phase2.delta(phase2.counters(tier), before)
+    delta = cachetier.delta(cachetier.counters(tier), before)
     # every spelling of a question shares one Redis entry: the app saw each question at most once
-    assert phase2.app_requests(delta) <= len(questions), delta
+    assert cachetier.app_requests(delta) <= len(questions), delta
     served = {phase2._layer(r) for _, r in answers}
     assert served <= {"nginx", "redis", "coalesced", "app"} and "app" in served and served & set(metrics.CACHED)
 
@@ -121,7 +121,7 @@ def test_purge_empties_both_caches(ctx, applied):
     with httpx.Client(base_url=tier.url, timeout=60) as client:
         client.post("/ask", json={"question": question})
         assert phase2._layer(client.post("/ask", json={"question": question})) == "nginx"
-        done = phase2.purge(phase2.running(tier.nginx.state_dir.parent))
+        done = cachetier.purge(cachetier.running(tier.nginx.state_dir.parent))
         assert done["redis_keys_deleted"] >= 1 and done["nginx_key_version"] >= 2
         assert phase2._layer(client.post("/ask", json={"question": question})) == "app"
 
@@ -134,7 +134,7 @@ def test_rollback_leaves_nothing_running_and_the_app_serves_as_before(ctx, appli
     assert all(p is not None and procs.is_alive(p) for p in started)
     undone = changes.rollback(journal, kinds)
     assert len(undone) == 3
-    assert not phase2.running(base).any() and not any(procs.is_alive(p) for p in started)
+    assert not cachetier.running(base).any() and not any(procs.is_alive(p) for p in started)
     for port in (tier.nginx.listen_port, tier.proxy.listen_port, tier.redis.port):
         assert procs.port_is_free(port), port
     response = httpx.post(f"{ctx.target.base_url}/ask", json={"question": _questions(ctx, 1)[0]}, timeout=60)
@@ -147,14 +147,14 @@ def test_a_deployment_gets_a_plan_in_front_of_its_url(tmp_path, monkeypatch):
     target = phase.Target("deployment", "http://10.0.0.5:8000")
     params = Params.model_validate({"target": {"kind": "deployment", "base_url": target.base_url}})
     assert params.effective_mode() == "plan"
-    tier = phase2.desired(target, params)
+    tier = cachetier.desired(target, params)
     assert tier.nginx.state_dir == tmp_path / ".local" / "state" / "ragperf" / "cache" / "nginx"
     assert tier.proxy.upstream == "http://10.0.0.5:8000" and tier.redis.url.startswith("redis://127.0.0.1:")
-    planned = phase2.plan(phase2.Running(None, None, None), tier)
+    planned = cachetier.plan(cachetier.Running(None, None, None), tier)
     assert [c.kind for c in planned] == ["redis", "cacheproxy", "nginx"]
-    assert not phase2.running(tier.nginx.state_dir.parent).any()  # planning starts nothing
+    assert not cachetier.running(tier.nginx.state_dir.parent).any()  # planning starts nothing
     with pytest.raises(ValueError, match="upstream"):
-        phase2.desired(phase.Target("deployment", "https://rag.example.org"), params)
+        cachetier.desired(phase.Target("deployment", "https://rag.example.org"), params)
 
 
 def test_expected_impact_judges_hit_rate_on_a_workload_from_empty_caches():
