@@ -374,3 +374,53 @@ def slo_verdict(result: Mapping[str, Any], slo: metrics.Slo) -> str:
     if ratio is not None:
         lines.append(f"- Asking the same question again is {ratio:.2f}x faster (the users measured 1.24x).")
     return "\n".join(lines)
+
+
+def baseline_ref(ctx: PhaseContext, baseline: str, phase: str) -> str:
+    """What to compare this phase with: ``baseline`` when given, else ``phase`` of this run when it has it, else
+    the newest run's ``phase``."""
+    if baseline:
+        return baseline
+    return f"{ctx.run.id}:{phase}" if (ctx.run.path / phase / "metrics.json").exists() else phase
+
+
+def comparisons(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, pd.DataFrame], list[str]]:
+    """:func:`ragperf.compare.compare_runs` of each (old, new) pair: the tables by heading, and a note for each
+    pair that cannot be compared (a phase not measured)."""
+    from ragperf import compare
+
+    tables: dict[str, pd.DataFrame] = {}
+    missing: list[str] = []
+    for old, new in pairs:
+        try:
+            table, heading = compare.compare_runs(old, new)
+        except FileNotFoundError as exc:
+            missing.append(f"no comparison {old} → {new}: {exc}")
+            continue
+        tables[heading] = table
+    return tables, missing
+
+
+def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dict[str, pd.DataFrame]:
+    """Each comparison in words, then the first one's chart (saved as ``compare.png``); returns the tables."""
+    from IPython.display import Markdown, display
+
+    from ragperf import compare
+
+    tables, missing = comparisons(pairs)
+    for note in missing:
+        print(note)
+    for heading, table in tables.items():
+        display(Markdown(f"### {heading}\n\n" + compare.compare_text(table).replace("\n- ", "\n\n- ")))
+    if tables:
+        fig = charts.compare_chart(next(iter(tables.values())))
+        charts.save(fig, ctx.out / "compare.png")
+        display(fig)
+    return tables
+
+
+def verdict(ctx: PhaseContext, result: Mapping[str, Any], impact: pd.DataFrame) -> str:
+    """The phase's verdict in Markdown: its criteria, the SLO, and how many of the plan's expected impacts were met."""
+    met = int((impact["met"] == "met").sum()) if "met" in impact else 0
+    return "\n\n".join([metrics.verdict_text(result, ctx.phase, ctx.criteria), slo_verdict(result, ctx.slo),
+                        f"Of the plan's {len(impact)} expected impacts, {met} were met."])  # fmt: skip

@@ -251,3 +251,47 @@ def expected_impact(
     return pd.DataFrame(
         [{"expected (PLAN.md)": e, "measured": m, "met": "met" if ok else "not met"} for e, m, ok in rows]
     )
+
+
+@dataclass
+class RoleSettings:
+    """The settings the app's role should get, the plan that gives them, and how to do it by hand."""
+
+    ef_search: int  # the smallest measured with recall@k at the target
+    desired: dict[str, str]
+    plan: list[changes.Change]
+    advice: str
+    note: str  # why nothing is planned, when nothing is
+
+
+def role_settings(ctx: PhaseContext, recall: pd.DataFrame, recall_filtered: pd.DataFrame,
+                  conn: psycopg.Connection) -> RoleSettings:  # fmt: skip
+    """hnsw.ef_search (the smallest measured with recall@k at the target) and, when filtered searches need it to
+    return k rows, hnsw.iterative_scan, planned as ``ALTER ROLE ... SET`` on the app's role (``ctx.target.app_role``;
+    none is planned when the role is not known)."""
+    from ragperf import tuning
+
+    knobs, role = ctx.params.changes, ctx.target.app_role
+    best_ef = choose_ef_search(recall, knobs.recall_target)
+    iterative = choose_iterative_scan(recall_filtered, best_ef, RECALL_K)
+    current_ef = server_ef_search(conn)
+    role_now = tuning.role_settings(conn, role) if role else {}
+    database = conn.info.dbname
+    conn.commit()
+    unchanged = str(best_ef) == current_ef and "hnsw.ef_search" not in role_now
+    desired = {} if unchanged else {"hnsw.ef_search": str(best_ef)}
+    if iterative:
+        desired["hnsw.iterative_scan"] = iterative
+    reason = f"smallest ef_search with recall@{RECALL_K} >= {knobs.recall_target:g}" + (
+        f"; {iterative} so that filtered searches still return k rows" if iterative else ""
+    )
+    plan = tuning.plan_role_settings(role, role_now, desired, reason) if role else []
+    note = "" if role else "changes.app_role is not set: the app's role is not known, so no role setting is planned"
+    advice = indexes.ef_search_advice(best_ef, role=role or "<the app's role>", database=database)
+    return RoleSettings(best_ef, desired, plan, advice, note)
+
+
+def host_changes_allowed(ctx: PhaseContext) -> bool:
+    """Whether this run may write the host's sysctl drop-in: applying, on a deployment (the lab shares this
+    machine with everything else), and ``changes.allow_host_changes``."""
+    return ctx.params.effective_mode() == "apply" and ctx.target.kind != "lab" and ctx.params.changes.allow_host_changes

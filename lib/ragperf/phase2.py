@@ -24,179 +24,20 @@ import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pandas as pd
 
-from ragperf import cacheproxy, metrics, nginx, phase, procs, rediscache, scenarios
-from ragperf.changes import Change
+from ragperf import cachetier, metrics, phase, rediscache, scenarios
 from ragperf.loadgen import LoadResult
-from ragperf.params import Params
-from ragperf.phase import PhaseContext, Target
+from ragperf.phase import PhaseContext
 from ragperf.workload import WorkItem, read_pool, zipf_workload
 
 log = logging.getLogger(__name__)
 
 PHASE = "phase2"
-PARTS = ("redis", "proxy", "nginx")
 REPLAY_SOURCE = "phase1"  # the phase whose recorded requests are replayed when no query log is given
-
-
-@dataclass(frozen=True)
-class Tier:
-    """The three parts of the caching tier, as configured."""
-
-    redis: rediscache.RedisConfig
-    proxy: cacheproxy.ProxyConfig
-    nginx: nginx.CacheConfig
-
-    @property
-    def url(self) -> str:
-        """The new entrypoint: nginx."""
-        return f"http://{self.nginx.listen_host}:{self.nginx.listen_port}"
-
-    @property
-    def proxy_url(self) -> str:
-        return f"http://{self.proxy.listen_host}:{self.proxy.listen_port}"
-
-    def table(self) -> pd.DataFrame:
-        """One row per part: where it listens, what it talks to, its settings, its files."""
-        return pd.DataFrame(
-            [
-                {"part": "nginx", "listens": self.url, "talks to": ", ".join(self.nginx.upstreams),
-                 "settings": f"ttl {self.nginx.ttl_s} s, {self.nginx.cache_size_mb} MB on disk, bodies up to "
-                             f"{self.nginx.max_body_kb} KiB cached", "files": str(self.nginx.state_dir)},
-                {"part": "cache add-on", "listens": self.proxy_url, "talks to": f"{self.proxy.upstream}, Redis",
-                 "settings": f"ttl {self.proxy.ttl_s} s, key version {self.proxy.key_version}",
-                 "files": str(self.proxy.state_dir)},
-                {"part": "Redis", "listens": self.redis.url, "talks to": "",
-                 "settings": f"maxmemory {self.redis.maxmemory_mb} MB, {self.redis.policy}, "
-                             f"{'RDB snapshots' if self.redis.persist else 'no persistence'}",
-                 "files": str(self.redis.state_dir)},
-            ]
-        )  # fmt: skip
-
-
-def state_dir(target: Target, params: Params) -> Path:
-    """Where the tier keeps its files: ``cache.state_dir``, else the lab's directory, else ~/.local/state."""
-    if params.cache.state_dir is not None:
-        return Path(params.cache.state_dir).expanduser().absolute()
-    if target.kind == "lab" and target.lab_dir is not None:
-        return Path(target.lab_dir).absolute() / "cache"
-    return Path.home() / ".local" / "state" / "ragperf" / "cache"
-
-
-@dataclass(frozen=True)
-class Running:
-    """What of the tier runs now (None for a part that does not)."""
-
-    redis: rediscache.RedisConfig | None
-    proxy: cacheproxy.ProxyConfig | None
-    nginx: nginx.CacheConfig | None
-
-    def any(self) -> bool:
-        return any(part is not None for part in (self.redis, self.proxy, self.nginx))
-
-
-def running(base: Path) -> Running:
-    """The tier's parts running from ``base``, by their process records."""
-    return Running(
-        rediscache.RedisServer(base / "redis").config,
-        cacheproxy.ProxyServer(base / "proxy").config,
-        nginx.Nginx(base / "nginx").config,
-    )
-
-
-def _port(wanted: int, now: Any) -> int:
-    """``wanted``, or for 0 the running part's port, else a free one."""
-    if wanted:
-        return wanted
-    if now is not None:
-        return int(getattr(now, "port", None) or now.listen_port)
-    return procs.free_port()
-
-
-def desired(target: Target, params: Params, now: Running | None = None) -> Tier:
-    """The tier the parameters ask for in front of ``target`` (ports of 0: the running ones, else free ones)."""
-    base = state_dir(target, params)
-    now = now or running(base)
-    c = params.cache
-    redis = rediscache.RedisConfig(port=_port(c.redis_port, now.redis), state_dir=base / "redis",
-                                   maxmemory_mb=c.redis_maxmemory_mb, policy=c.redis_policy)  # fmt: skip
-    proxy = cacheproxy.ProxyConfig(
-        listen_port=_port(c.proxy_port, now.proxy),
-        upstream=target.base_url,
-        redis_url=redis.url,
-        state_dir=base / "proxy",
-        ttl_s=c.ttl_s,
-        timeout_s=max(60.0, params.load.timeout_s),
-    )
-    front = nginx.CacheConfig(
-        listen_port=_port(c.listen_port, now.nginx),
-        upstreams=(f"{proxy.listen_host}:{proxy.listen_port}",),
-        state_dir=base / "nginx",
-        ttl_s=c.ttl_s,
-        cache_size_mb=c.nginx_cache_mb,
-        max_body_kb=c.max_body_kb,
-        proxy_timeout_s=max(60.0, params.load.timeout_s),
-        # The add-on coalesces concurrent misses and wakes every waiter the moment the answer is there;
-        # nginx's own lock would make them wait for its 500 ms poll (measured: hits at 500 ms).
-        cache_lock=False,
-    )
-    return Tier(redis, proxy, front)
-
-
-def plan(now: Running, tier: Tier) -> list[Change]:
-    """The changes from what runs to ``tier``: Redis first, then the add-on, then nginx (undone in reverse)."""
-    return [
-        *rediscache.plan(now.redis, tier.redis),
-        *cacheproxy.plan(now.proxy, tier.proxy),
-        *nginx.plan(now.nginx, tier.nginx),
-    ]
-
-
-def stop_all(base: Path) -> list[str]:
-    """Stop every part of a tier kept in ``base`` by its recorded PID, front first; the names of those that ran."""
-    stopped = []
-    if nginx.Nginx(base / "nginx").stop():
-        stopped.append("nginx")
-    if cacheproxy.ProxyServer(base / "proxy").stop():
-        stopped.append("cache add-on")
-    redis = rediscache.RedisServer(base / "redis")
-    if redis.stop():
-        stopped.append("Redis")
-    redis.clear_state()
-    return stopped
-
-
-def purge(tier: Tier | Running) -> dict[str, int]:
-    """Empty both caches, for when the corpus changed: nginx's by a new key version (a reload), Redis's by
-    deleting the add-on's keys (SCAN, never FLUSHALL). A part that does not run is skipped."""
-    done: dict[str, int] = {}
-    if tier.nginx is not None:
-        done["nginx_key_version"] = nginx.Nginx(tier.nginx.state_dir).purge()
-    if tier.redis is not None:
-        done["redis_keys_deleted"] = cacheproxy.purge(tier.redis.url)
-    return done
-
-
-def counters(tier: Tier) -> dict[str, int]:
-    """The cache add-on's counters (hits, misses, coalesced, bypassed ...) since it started."""
-    response = httpx.get(f"{tier.proxy_url}/__cache/health", timeout=10)
-    response.raise_for_status()
-    return {k: v for k, v in response.json().items() if isinstance(v, int) and not isinstance(v, bool)}
-
-
-def delta(after: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
-    """What the add-on counted between two :func:`counters` readings."""
-    return {k: int(after.get(k, 0)) - int(before.get(k, 0)) for k in after}
-
-
-def app_requests(delta: Mapping[str, int]) -> int:
-    """Requests the add-on sent to the app: its misses, the requests it passed by Redis, and other paths."""
-    return int(delta.get("misses", 0) + delta.get("bypassed", 0) + delta.get("passthrough", 0))
 
 
 # --- the hit-rate workloads ----------------------------------------------------------------------
@@ -230,7 +71,7 @@ class HitRateRun:
             return {"workload": self.label, "source": self.source, "requests": 0}
         layers = metrics.cache_layers(self.result.records).iloc[0].to_dict()
         requests = int(layers["requests"])
-        reached = app_requests(self.proxy_delta)
+        reached = cachetier.app_requests(self.proxy_delta)
         return {
             "workload": self.label,
             "source": self.source,
@@ -249,7 +90,7 @@ class HitRateRun:
         }
 
 
-def hit_rate_workloads(ctx: PhaseContext, tier: Tier) -> list[HitRateRun]:
+def hit_rate_workloads(ctx: PhaseContext, tier: cachetier.Tier) -> list[HitRateRun]:
     """The two Zipf workloads and the replayed log, each from empty caches, ``cache.workload_users`` users."""
     c, questions = ctx.params.cache, phase.question_pool(ctx)
     plans: list[tuple[str, list[WorkItem], str]] = []
@@ -263,12 +104,12 @@ def hit_rate_workloads(ctx: PhaseContext, tier: Tier) -> list[HitRateRun]:
         if not items:
             runs.append(HitRateRun(label, source, None, {}))
             continue
-        purge(tier)
-        before = counters(tier)
+        cachetier.purge(tier)
+        before = cachetier.counters(tier)
         result = scenarios.run_step(tier.url, items, ctx.params, ctx.dir("hit_rate") / label,
                                     users=c.workload_users, duration_s=c.workload_duration_s,
                                     scenario=f"hit_rate_{label}", cycle=True)  # fmt: skip
-        runs.append(HitRateRun(label, source, result, delta(counters(tier), before)))
+        runs.append(HitRateRun(label, source, result, cachetier.delta(cachetier.counters(tier), before)))
     return runs
 
 
@@ -317,7 +158,9 @@ class Outage:
         )
 
 
-def redis_outage(ctx: PhaseContext, tier: Tier, *, users: int | None = None, duration_s: float | None = None) -> Outage:
+def redis_outage(
+    ctx: PhaseContext, tier: cachetier.Tier, *, users: int | None = None, duration_s: float | None = None
+) -> Outage:
     """Run a load step and stop Redis (by its PID) for its middle third, then start it again as it was."""
     c = ctx.params.cache
     users, duration_s = users or c.workload_users, duration_s or c.workload_duration_s
@@ -334,8 +177,8 @@ def redis_outage(ctx: PhaseContext, tier: Tier, *, users: int | None = None, dur
 
     exponent, seed = max(c.zipf_exponents), ctx.params.workload.seed + 2
     items = zipf_workload(phase.question_pool(ctx), phase.ZIPF_DRAWS, exponent, seed)
-    purge(tier)
-    before = counters(tier)
+    cachetier.purge(tier)
+    before = cachetier.counters(tier)
     thread = threading.Thread(target=outage, name="redis-outage", daemon=True)
     thread.start()
     try:
@@ -345,7 +188,7 @@ def redis_outage(ctx: PhaseContext, tier: Tier, *, users: int | None = None, dur
         thread.join()
         if not server.running:
             server.start(tier.redis)
-    return Outage(result, marks["stopped"], marks["restarted"], delta(counters(tier), before))
+    return Outage(result, marks["stopped"], marks["restarted"], cachetier.delta(cachetier.counters(tier), before))
 
 
 # --- what the phase measured ----------------------------------------------------------------------
@@ -357,7 +200,7 @@ def main_metrics(records: pd.DataFrame, proxy_delta: Mapping[str, int]) -> dict[
     cached = records.loc[served.isin(metrics.CACHED), "latency_s"]
     uncached = records.loc[served.isin(("app", "coalesced")), "latency_s"]
     n = len(records)
-    reached = app_requests(proxy_delta)
+    reached = cachetier.app_requests(proxy_delta)
     return {
         "hit_rate": metrics.hit_rate(records),
         "cached_p50": float(cached.quantile(0.5)) if len(cached) else None,
@@ -424,7 +267,7 @@ def _layer(response: httpx.Response) -> str:
     return str(metrics.served_by(frame).iloc[0])
 
 
-def checks(tier: Tier, questions: Sequence[str]) -> pd.DataFrame:
+def checks(tier: cachetier.Tier, questions: Sequence[str]) -> pd.DataFrame:
     """What the caches must get right, checked through nginx on the live tier (from empty caches).
 
     ``questions``: at least two different questions the service answers. Returns one row per check with
@@ -433,7 +276,7 @@ def checks(tier: Tier, questions: Sequence[str]) -> pd.DataFrame:
     if len(set(questions)) < 2:
         raise ValueError("checks need at least two different questions")
     first, second = list(dict.fromkeys(questions))[:2]
-    purge(tier)
+    cachetier.purge(tier)
     rows = []
     with httpx.Client(base_url=tier.url, timeout=60) as client:
         a1, b1 = _ask(client, first), _ask(client, second)
@@ -473,5 +316,46 @@ def checks(tier: Tier, questions: Sequence[str]) -> pd.DataFrame:
                 f"HTTP {bad[1].status_code}, second time {bad[1].headers.get('x-cache-status', 'no status')}",
             )
         )
-    purge(tier)  # the measurements after this start from empty caches
+    cachetier.purge(tier)  # the measurements after this start from empty caches
     return pd.DataFrame([{"check": c, "passed": bool(ok), "seen": seen} for c, ok, seen in rows])  # fmt: skip
+
+
+def start_tier(
+    ctx: PhaseContext, tier: cachetier.Tier, planned: Sequence[Any], appliers: Mapping[str, Any], journal: Any
+) -> str:
+    """Apply the tier's plan, then route the phase's requests through nginx (``ctx.target.base_url``);
+    returns what the service is measured through."""
+    from ragperf import changes
+
+    app_url = ctx.target.base_url
+    changes.apply(changes.groups(list(planned), appliers), journal)
+    ctx.target.base_url = tier.url  # from now on, every request of the phase goes through nginx
+    phase.check_reachable(ctx.target)
+    return f"the service is measured through {tier.url} (nginx) -> {tier.proxy_url} (cache add-on) -> {app_url}"
+
+
+def sections(
+    ctx: PhaseContext,
+    *,
+    app_url: str,
+    tier: cachetier.Tier,
+    proxy_delta: Mapping[str, int],
+    tier_checks: pd.DataFrame,
+    hit_rates: pd.DataFrame,
+    outage: Outage | None,
+    overhead: pd.DataFrame | None,
+) -> dict[str, Any]:
+    """metrics.json's ``cache`` section: where the tier ran, its parts, the add-on's counters, the live checks,
+    the hit-rate workloads, the Redis outage and the cost of a hit."""
+    return {
+        "cache": {
+            "entrypoint": ctx.target.base_url,
+            "app_url": app_url,
+            "tier": {k: getattr(tier, k).to_dict() for k in cachetier.PARTS},
+            "proxy_counters": dict(proxy_delta),
+            "checks": tier_checks.to_dict("records"),
+            "hit_rate_workloads": hit_rates.to_dict("records"),
+            "redis_outage": outage.summary() if outage is not None else None,
+            "hit_cost": overhead.to_dict("records") if overhead is not None else None,
+        }
+    }

@@ -213,6 +213,28 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
         plans = [str(conn.execute("EXPLAIN " + s, params_).fetchall()) for s, params_ in searches]
     assert "ragperf_embedding_hnsw" in plans[0] and "ragperf_hnsw_doc_type_luat" in plans[1], plans
 
+    # hnsw.ef_search for the app's own role, which LangChain's next connection gets without a code change
+    # (10 or 100 are measured, never the server's 40, so a role setting is always planned).
+    with connect() as conn:
+        recall = indexes.recall_at_k(
+            conn,
+            probe.vectors,
+            k=phase1.RECALL_K,
+            ef_search_values=(10, 100),
+            iterative=("off", "strict_order"),
+            collection_name=COLLECTION,
+        )
+        recall_filtered = indexes.recall_at_k(conn, probe.vectors, k=phase1.RECALL_K, ef_search_values=(10, 100),
+                                              iterative=("off", "strict_order"), collection_name=COLLECTION,
+                                              doc_type="luat")  # fmt: skip
+        role = phase1.role_settings(ctx, recall, recall_filtered, conn)
+    assert role.plan and {c.details["role"] for c in role.plan} == {APP_ROLE} and f'"{APP_ROLE}"' in role.advice
+    changes.apply([(kinds[tuning.ROLE_KIND], role.plan)], journal)
+    app = psycopg.connect(f"host=127.0.0.1 port={database.port} dbname=rag_prod user={APP_ROLE}", password=APP_PASSWORD)
+    with app:
+        app.execute("SELECT '[1]'::vector")  # pgvector's settings exist once it is loaded
+        assert app.execute("SHOW hnsw.ef_search").fetchone()[0] == role.desired["hnsw.ef_search"]
+
     undone = changes.rollback(journal, kinds)
     assert "index:ragperf_embedding_hnsw" in undone and "column:langchain_pg_embedding.embedding" in undone
     with connect() as conn:

@@ -1,4 +1,6 @@
-"""Phase 1's verification helpers, without a server: the app's filter, the ef_search choice, the impact table."""
+"""Phase 1's helpers, without a server: the app's filter, ef_search, the impact table, who may change the host.
+
+The role settings are chosen on a real database in test_langchain_deployment.py."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragperf import metrics, phase1
+from ragperf import metrics, phase, phase1
+from ragperf.params import Params
+from ragperf.target import Target
 
 LEGACY_APP = Path(__file__).resolve().parents[2] / "lab" / "legacy" / "app.py"
 
@@ -70,3 +74,26 @@ def test_expected_impact_says_met_or_not_for_each_line_of_the_plan():
     table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": starved},
                                    metrics.phase_criteria("phase1"))  # fmt: skip
     assert table.iloc[4]["met"] == "not met" and "but returns 0.02 of 8 rows" in table.iloc[4]["measured"]
+
+
+def test_a_faster_search_that_hnsw_does_not_serve_is_not_counted_as_met():
+    final = {"response_time_10_users": {"value": 1.0}, "success_rate_10_users": {"value": 100.0}}
+    after = timings(1.0, 0.5)
+    after["fast"].update(index="ragperf_embedding_collection_id", method="btree")
+    table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": after},
+                                   metrics.phase_criteria("phase1"))  # fmt: skip
+    vector = table.iloc[3]
+    assert vector["met"] == "not met" and "HNSW does not serve it (ragperf_embedding_collection_id does)" in (
+        vector["measured"])  # fmt: skip
+
+
+def _ctx(kind: str, mode: str | None, allow: bool) -> phase.PhaseContext:
+    p = Params.model_validate({"changes": {"mode": mode, "allow_host_changes": allow}})
+    return phase.PhaseContext("phase1", p, None, Path("."), Target(kind, "http://h"))  # type: ignore[arg-type]
+
+
+def test_the_host_is_changed_only_on_a_deployment_when_applying_and_allowed():
+    assert phase1.host_changes_allowed(_ctx("deployment", "apply", True))
+    assert not phase1.host_changes_allowed(_ctx("lab", "apply", True))  # the lab shares this machine
+    assert not phase1.host_changes_allowed(_ctx("deployment", "plan", True))
+    assert not phase1.host_changes_allowed(_ctx("deployment", "apply", False))
