@@ -296,11 +296,12 @@ def finish(
 def figures(ctx: PhaseContext, m: Measurement) -> dict[str, Any]:
     """The standard charts of a measurement, by file name: latency distributions at the fixed steps,
     percentiles, throughput and failures against users on the ladder."""
-    steps = metrics.summarize_steps(scenarios.all_records(m.fixed, m.ladder.results))
+    records = scenarios.all_records(m.fixed, m.ladder.results)
+    steps = metrics.summarize_steps(records)
     return {
         "latency_distributions": charts.latency_distributions(scenarios.all_records(m.fixed)),
-        "percentiles_vs_users": charts.percentiles_vs_users(steps, ctx.slo, scenario="ladder"),
-        "throughput_vs_users": charts.throughput_vs_users(steps, scenario="ladder"),
+        "percentiles_vs_users": charts.percentiles_vs_users(steps, ctx.slo, scenario="ladder", records=records),
+        "throughput_vs_users": charts.throughput_vs_users(steps, scenario="ladder", records=records),
         "failures_by_class": charts.failures_by_class(steps),
     }
 
@@ -402,7 +403,8 @@ def comparisons(pairs: Sequence[tuple[str, str]]) -> tuple[dict[str, pd.DataFram
 
 
 def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dict[str, pd.DataFrame]:
-    """Each comparison in words, then the first one's chart (saved as ``compare.png``); returns the tables."""
+    """Each comparison in words, then the first one's charts: the run's metrics as ratios (``compare.png``) and
+    each load step's (``compare_steps.png``); returns the tables."""
     from IPython.display import Markdown, display
 
     from ragperf import compare
@@ -413,9 +415,11 @@ def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dic
     for heading, table in tables.items():
         display(Markdown(f"### {heading}\n\n" + compare.compare_text(table).replace("\n- ", "\n\n- ")))
     if tables:
-        fig = charts.compare_chart(next(iter(tables.values())))
-        charts.save(fig, ctx.out / "compare.png")
-        display(fig)
+        first = next(iter(tables.values()))
+        for name, chart in (("compare", charts.compare_chart), ("compare_steps", charts.compare_steps_chart)):
+            fig = chart(first)
+            charts.save(fig, ctx.out / f"{name}.png")
+            display(fig)
     return tables
 
 

@@ -190,7 +190,12 @@ def choose_iterative_scan(filtered: pd.DataFrame, ef_search: int, k: int) -> str
 
 def recall_chart(recall: pd.DataFrame, target: float, title: str) -> Figure:
     """Recall@k against p95 search time, one line per iterative scan mode, each point labelled with ef_search."""
-    fig = Figure(figsize=(7.5, 4.2), dpi=charts.DPI)
+    with charts.themed():
+        return _recall_chart(recall, target, title)
+
+
+def _recall_chart(recall: pd.DataFrame, target: float, title: str) -> Figure:
+    fig = charts.Chart(figsize=(7.5, 4.2), dpi=charts.DPI)
     ax = fig.subplots()
     for mode, rows in recall.groupby("iterative_scan", sort=False):
         rows = rows.sort_values("ef_search")
