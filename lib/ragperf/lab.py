@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TypedDict
 
 from pydantic import SecretStr
 
@@ -182,14 +183,14 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
         return done
 
 
-def _cache_tier(lab_dir: Path) -> dict[str, str | None]:
+def _cache_tier(lab_dir: Path) -> CacheTierStatus:
     """Phase 2's parts running from the lab's directory: nginx's URL (the cached entrypoint), the add-on's, Redis's."""
     now = cachetier.running(lab_dir / "cache")
-    return {
-        "nginx": f"http://{now.nginx.listen_host}:{now.nginx.listen_port}" if now.nginx else None,
-        "cache_addon": now.proxy.url if now.proxy else None,
-        "redis": now.redis.url if now.redis else None,
-    }
+    return CacheTierStatus(
+        nginx=f"http://{now.nginx.listen_host}:{now.nginx.listen_port}" if now.nginx else None,
+        cache_addon=now.proxy.url if now.proxy else None,
+        redis=now.redis.url if now.redis else None,
+    )
 
 
 def _stop_cache_tier(lab_dir: Path) -> list[str]:
@@ -300,12 +301,46 @@ def down(lab_dir: Path | None = None) -> list[str]:
         return _stop_cache_tier(lab_dir) + [name for name in reversed(SERVICES) if _stop_service(state, name)]
 
 
-def status(lab_dir: Path | None = None) -> dict[str, object]:
+class ServiceStatus(TypedDict):
+    """One process of the lab, as :func:`status` shows it."""
+
+    pid: int
+    port: int | None
+    alive: bool
+    log: str
+
+
+class CacheTierStatus(TypedDict):
+    """Phase 2's parts running from the lab's directory (None: not running)."""
+
+    nginx: str | None
+    cache_addon: str | None
+    redis: str | None
+
+
+class LabStatus(TypedDict):
+    """What :func:`status` returns: for ``ragperf lab status``, the phases' target resolution and the tests."""
+
+    lab_dir: str
+    up: bool
+    profile: str | None
+    app_url: str | None
+    llm_base_url: str | None
+    dsn: str | None  # the app's, without password
+    admin_dsn: str | None  # the superuser's, without password
+    services: dict[str, ServiceStatus]
+    corpus: dict[str, Any]
+    cache_tier: CacheTierStatus
+    postgres: dict[str, str] | None
+    checked_at: str
+
+
+def status(lab_dir: Path | None = None) -> LabStatus:
     """The lab's state for people and programs: URLs, DSN without password, ports, PIDs, liveness."""
     lab_dir = lab_dir or default_lab_dir()
     state = LabState.load(lab_dir)
     services = {
-        name: {"pid": p.pid, "port": p.port, "alive": procs.is_alive(p), "log": p.log}
+        name: ServiceStatus(pid=p.pid, port=p.port, alive=procs.is_alive(p), log=p.log)
         for name, p in state.processes.items()
     }
     pg_port = state.port("postgres")
