@@ -37,18 +37,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ragperf.criteria import CRITERIA_USERS, Slo, phase_criteria
+from ragperf.loadgen.recording import ERRORS
+
 SCHEMA = "ragperf.metrics/1"
 ASK_COLUMN = "ask"
-FAILURE_CLASSES = (
-    "timeout",
-    "connection_refused",
-    "connection_reset",
-    "connection_error",
-    "http_5xx",
-    "http_4xx",
-    "bad_body",
-    "unclassified",
-)
+# The recorder's error classes (its "" is success), and "unclassified" for a failure it could not name.
+FAILURE_CLASSES = (*(e for e in ERRORS if e), "unclassified")
 # nginx's $upstream_cache_status values that mean the answer came from the cache.
 CACHE_HIT_STATUSES = frozenset({"HIT", "STALE", "UPDATING", "REVALIDATED"})
 SHARED_COLUMN = "shared_cache_status"  # the Redis cache add-on's X-Shared-Cache-Status
@@ -323,19 +318,6 @@ def summarize_steps(records: pd.DataFrame) -> pd.DataFrame:
 # --- service-level objective and the ladder ---------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Slo:
-    """What a load step must hold: p95 below ``p95_s`` and success rate at least ``success_rate_pct``.
-
-    ``min_users`` is a capacity goal (the ladder must hold up to at least that many users); it is
-    checked against the ladder verdict, not per step.
-    """
-
-    p95_s: float
-    success_rate_pct: float
-    min_users: int = 0
-
-
 def _finite(value: Any) -> bool:
     return value is not None and not (isinstance(value, float) and math.isnan(value))
 
@@ -603,23 +585,6 @@ def side_by_side(ours: Mapping[str, Any]) -> pd.DataFrame:
             "verdict": _versus(key, users, value),
         })  # fmt: skip
     return pd.DataFrame(rows).astype({"users' value": float, "users' low": float, "users' high": float, "ours": float})
-
-
-PHASE_CRITERIA: dict[str, Slo] = {
-    "phase1": Slo(p95_s=5.0, success_rate_pct=70.0, min_users=25),
-    "phase2": Slo(p95_s=3.0, success_rate_pct=85.0, min_users=40),
-    "phase3": Slo(p95_s=2.0, success_rate_pct=90.0, min_users=60),
-    "phase4": Slo(p95_s=1.5, success_rate_pct=95.0, min_users=100),
-}
-CRITERIA_USERS = 10  # the plan's "9.6 s" and "37 %" it wants to improve are its 10-user numbers
-
-
-def phase_criteria(phase: str) -> Slo:
-    """The users' success criteria of ``phase``; KeyError naming the known phases."""
-    try:
-        return PHASE_CRITERIA[phase]
-    except KeyError:
-        raise KeyError(f"no success criteria for phase {phase!r}: known are {', '.join(PHASE_CRITERIA)}") from None
 
 
 def _capacity(metrics: Mapping[str, Any], slo: Slo) -> tuple[float | None, str]:

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from ragperf import metrics
+from ragperf import criteria
 from ragperf.redact import MASK, embedded_passwords, is_secret_key, redact, scrub_message, scrub_text, secrets_in
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -163,7 +163,7 @@ class Criterion(_Strict):
     @classmethod
     def users(cls, phase: str) -> Criterion:
         """The criteria the users' plan sets for ``phase``."""
-        return cls(**asdict(metrics.PHASE_CRITERIA[phase]))
+        return cls(**asdict(criteria.PHASE_CRITERIA[phase]))
 
 
 class Criteria(_Strict):
@@ -187,12 +187,12 @@ class Params(_Strict):
     cache: Cache = Cache()
     criteria: Criteria = Criteria()
 
-    def criteria_of(self, phase: str) -> metrics.Slo:
+    def criteria_of(self, phase: str) -> criteria.Slo:
         """The success criteria of ``phase`` as these parameters set them."""
         criterion = getattr(self.criteria, phase, None)
         if criterion is None:
             raise ParamsError(f"no success criteria for {phase!r}: allowed are {', '.join(Criteria.model_fields)}")
-        return metrics.Slo(**criterion.model_dump())
+        return criteria.Slo(**criterion.model_dump())
 
     def effective_mode(self) -> str:
         """``changes.mode``, defaulting to apply on the lab and plan anywhere else."""

@@ -22,6 +22,7 @@ from pydantic import SecretStr
 
 from ragperf import charts, frozen, lab, metrics, runs, scenarios, targetlock
 from ragperf import params as params_mod
+from ragperf.criteria import Slo
 from ragperf.loadgen import LoadResult
 from ragperf.params import Params
 from ragperf.redact import install_log_filter
@@ -93,13 +94,13 @@ class PhaseContext:
         return path
 
     @property
-    def criteria(self) -> metrics.Slo:
+    def criteria(self) -> Slo:
         """The users' success criteria for this phase, as the parameters set them."""
         return self.params.criteria_of(self.phase)
 
     @property
-    def slo(self) -> metrics.Slo:
-        return metrics.Slo(p95_s=self.params.slo.p95_s, success_rate_pct=self.params.slo.success_rate_pct)
+    def slo(self) -> Slo:
+        return Slo(p95_s=self.params.slo.p95_s, success_rate_pct=self.params.slo.success_rate_pct)
 
 
 def load_params(profile: str, target: str, params_files: str | Iterable[str] = ()) -> Params:
@@ -306,7 +307,7 @@ def figures(ctx: PhaseContext, m: Measurement) -> dict[str, Any]:
     }
 
 
-def show_step(result: LoadResult, summary: Mapping[str, Any], slo: metrics.Slo) -> None:
+def show_step(result: LoadResult, summary: Mapping[str, Any], slo: Slo) -> None:
     """One line per ladder step as it finishes: p95, success, throughput, and whether it holds the SLO."""
     verdict = "holds" if metrics.holds(summary, slo) else "BREAKS the SLO"
     print(f"{result.step:>10}: p95 {summary['p95']:6.2f} s, success {summary['success_rate']:5.1f} %, "
@@ -353,7 +354,7 @@ def describe(ctx: PhaseContext) -> str:
     return "\n\n".join(lines)
 
 
-def slo_verdict(result: Mapping[str, Any], slo: metrics.Slo) -> str:
+def slo_verdict(result: Mapping[str, Any], slo: Slo) -> str:
     """The measurement against the run's SLO, in words."""
     lines = []
     for users in (5, 10):

@@ -22,6 +22,7 @@ import psycopg
 from matplotlib.figure import Figure
 
 from ragperf import changes, charts, indexes, lab, llm, metrics, serving
+from ragperf.criteria import CRITERIA_USERS, Slo
 from ragperf.phase import PhaseContext
 
 log = logging.getLogger(__name__)
@@ -215,7 +216,7 @@ def _recall_chart(recall: pd.DataFrame, target: float, title: str) -> Figure:
 
 
 def expected_impact(
-    final: Mapping[str, Any], searches: Mapping[str, Mapping[str, Mapping[str, Any]]], criteria: metrics.Slo
+    final: Mapping[str, Any], searches: Mapping[str, Mapping[str, Mapping[str, Any]]], criteria: Slo
 ) -> pd.DataFrame:
     """The plan's "Expected Impact" for Phase 1 beside what was measured: expected, measured, met or not.
 
@@ -238,8 +239,8 @@ def expected_impact(
             return f"{text}, but HNSW does not serve it ({last[shape]['index'] or 'a scan'} does)", False
         return text, pct <= target_pct
 
-    p95 = metrics.value_of(final, f"response_time_{metrics.CRITERIA_USERS}_users")
-    rate = metrics.value_of(final, f"success_rate_{metrics.CRITERIA_USERS}_users")
+    p95 = metrics.value_of(final, f"response_time_{CRITERIA_USERS}_users")
+    rate = metrics.value_of(final, f"success_rate_{CRITERIA_USERS}_users")
     users = metrics.criteria_table(final, "phase1", criteria).iloc[2]["measured"]
     (vector, vector_met), (filtering, filtering_met) = search("fast", -60), search("quality", -80)
     rows = [

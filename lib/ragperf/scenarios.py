@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragperf import metrics
+from ragperf import criteria, metrics
 from ragperf.loadgen import LoadResult, run_load
 from ragperf.params import Params
 from ragperf.workload import WorkItem
@@ -97,7 +97,7 @@ def step_ladder(
     on_step: Callable[[LoadResult, dict], None] | None = None,
 ) -> Ladder:
     """Climb ``load.ladder_users`` until a step breaks the SLO (p95 and success rate)."""
-    slo = metrics.Slo(p95_s=params.slo.p95_s, success_rate_pct=params.slo.success_rate_pct)
+    slo = criteria.Slo(p95_s=params.slo.p95_s, success_rate_pct=params.slo.success_rate_pct)
     results: list[LoadResult] = []
     held = 0
     for users in params.load.ladder_users:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragperf import metrics, phase, phase1
+from ragperf import criteria, phase, phase1
 from ragperf.params import Params
 from ragperf.target import Target
 
@@ -66,13 +66,13 @@ def test_expected_impact_says_met_or_not_for_each_line_of_the_plan():
     final = {"response_time_10_users": {"value": 4.2, "unit": "s"}, "success_rate_10_users": {"value": 92.0},
              "max_concurrent_users": {"value": 25}}  # fmt: skip
     table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": timings(1.0, 4.0)},
-                                   metrics.phase_criteria("phase1"))  # fmt: skip
+                                   criteria.phase_criteria("phase1"))  # fmt: skip
     assert list(table["met"]) == ["met", "met", "met", "met", "not met"]
     assert "10.0 → 4.0 ms (-60 %)" in table.iloc[4]["measured"]
     starved = timings(1.0, 0.5)
     starved["quality"]["rows"] = 0.02
     table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": starved},
-                                   metrics.phase_criteria("phase1"))  # fmt: skip
+                                   criteria.phase_criteria("phase1"))  # fmt: skip
     assert table.iloc[4]["met"] == "not met" and "but returns 0.02 of 8 rows" in table.iloc[4]["measured"]
 
 
@@ -81,7 +81,7 @@ def test_a_faster_search_that_hnsw_does_not_serve_is_not_counted_as_met():
     after = timings(1.0, 0.5)
     after["fast"].update(index="ragperf_embedding_collection_id", method="btree")
     table = phase1.expected_impact(final, {"before": timings(20.0, 10.0), "after": after},
-                                   metrics.phase_criteria("phase1"))  # fmt: skip
+                                   criteria.phase_criteria("phase1"))  # fmt: skip
     vector = table.iloc[3]
     assert vector["met"] == "not met" and "HNSW does not serve it (ragperf_embedding_collection_id does)" in (
         vector["measured"])  # fmt: skip
