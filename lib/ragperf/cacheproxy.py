@@ -76,7 +76,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from ragperf import procs
-from ragperf.changes import Change, ChangeError, Config, check_int
+from ragperf.changes import Change, ChangeError, Config, check_int, own
 
 log = logging.getLogger(__name__)
 
@@ -719,35 +719,32 @@ def _check_redis_url(value: object) -> None:
         )
 
 
-class ProxyServer(procs.Recorded):
+class ProxyServer(procs.Server):
     """One cache add-on process whose record and log live in ``state_dir``; stopped by its recorded PID.
 
     The process record (``cacheproxy.json``: the process and its :class:`ProxyConfig`) lets any Python
-    process look at or stop an add-on another one started. ``timeout`` bounds the wait for a start.
+    process look at or stop an add-on another one started. A start with the configuration it already
+    runs with does nothing; another configuration restarts it (the answers in Redis stay; the counters
+    start from zero). It counts once ``GET /__cache/health`` answers 200 (within ``timeout`` seconds).
     """
 
+    NAME = "cacheproxy"
+    WHAT = "cache add-on"
     RECORD = RECORD
+    LOG = LOG
     CONFIG = ProxyConfig
+    ERROR = ProxyError
+    TIMEOUT = 20.0
+    STOP_TIMEOUT = 10.0
 
-    def __init__(self, state_dir: Path, *, timeout: float = 20.0) -> None:
-        super().__init__(state_dir)
-        self.timeout = timeout
+    def argv(self, cfg: ProxyConfig) -> list[str]:
+        return cfg.argv()
 
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / LOG
+    def awaited(self, cfg: ProxyConfig) -> str:
+        return f"answer {cfg.url}{HEALTH_PATH}"
 
-    @property
-    def url(self) -> str:
-        """``http://host:port`` of the running add-on.
-
-        Raises:
-            ProxyError: none runs from this state directory.
-        """
-        cfg = self.config
-        if cfg is None:
-            raise ProxyError(f"no cache add-on runs from {self.state_dir}")
-        return cfg.url
+    def ready(self, cfg: ProxyConfig) -> str | None:
+        return procs.http_ok(f"{cfg.url}{HEALTH_PATH}")
 
     def health(self, timeout: float = 5.0) -> dict[str, Any]:
         """The running add-on's ``/__cache/health``: its counters, ``redis_up`` and ``in_flight``.
@@ -767,101 +764,15 @@ class ProxyServer(procs.Recorded):
 
     def status(self) -> dict[str, Any]:
         """What runs (JSON values): PID, port, URL, configuration, log, and the health counters when it runs."""
-        record = self._record() or {}
-        running = self.running
-        proc = record.get("proc") or {}
-        result: dict[str, Any] = {
-            "state_dir": str(self.state_dir),
-            "running": running,
-            "pid": proc.get("pid") if running else None,
-            "port": proc.get("port") if running else None,
-            "url": self.url if running else None,
-            "config": record.get("config") if running else None,
-            "log": str(self.log_path),
-            "health": None,
-        }
+        result = super().status()
+        running = result["running"]
+        result |= {"url": self.url if running else None, "log": str(self.log_path), "health": None}
         if running:
             try:
                 result["health"] = self.health()
             except ProxyError as exc:
                 result["health_error"] = str(exc)
         return result
-
-    def start(self, cfg: ProxyConfig) -> procs.Proc:
-        """Start the add-on with ``cfg`` and return once ``GET /__cache/health`` answers 200.
-
-        Does nothing when it already runs with ``cfg``; restarts it when it runs with another
-        configuration (the answers in Redis stay; the counters start from zero).
-
-        Raises:
-            ProxyError: ``cfg`` names another state directory, the port is taken, or the add-on did not
-                come up within ``timeout`` (it is stopped again; the message holds its log's tail).
-        """
-        if cfg.state_dir != self.state_dir:
-            raise ProxyError(f"state_dir: the configuration names {cfg.state_dir}, this add-on's is {self.state_dir}")
-        current = self.proc
-        if current is not None and procs.is_alive(current):
-            if self.config == cfg:
-                log.info("the cache add-on already runs on port %d with this configuration (pid %d)",
-                         cfg.listen_port, current.pid)  # fmt: skip
-                return current
-            log.info("the cache add-on's configuration changed: restarting it")
-            self.stop()
-        self.record_path.unlink(missing_ok=True)  # a dead process's record
-        if not procs.port_is_free(cfg.listen_port, cfg.listen_host):
-            raise ProxyError(
-                f"listen_port: port {cfg.listen_port} on {cfg.listen_host} is taken: cannot start the cache add-on"
-            )
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        argv = cfg.argv()
-        with self.log_path.open("a", encoding="utf-8") as out:
-            out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ragperf starts: {' '.join(argv)}\n")
-        proc = procs.start("cacheproxy", argv, self.log_path, port=cfg.listen_port)
-        # Recorded before the wait, so that the process can be stopped by its PID whatever happens next.
-        self._save_record(proc, cfg)
-        try:
-            self._wait_healthy(proc, cfg)
-        except BaseException:
-            self.stop(timeout=5.0)
-            raise
-        log.info("the cache add-on started on %s (pid %d)", cfg.url, proc.pid)
-        return proc
-
-    def _wait_healthy(self, proc: procs.Proc, cfg: ProxyConfig) -> None:
-        """Wait until the health path answers 200, failing early with the log's tail if the process dies."""
-        url = f"{cfg.url}{HEALTH_PATH}"
-        deadline = time.monotonic() + self.timeout
-        last = "no answer"
-        with httpx.Client(timeout=2.0, trust_env=False) as client:
-            while time.monotonic() < deadline:
-                if not procs.is_alive(proc):
-                    raise ProxyError(f"the cache add-on died while starting:\n{procs.log_tail(proc)}")
-                try:
-                    response = client.get(url)
-                    if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}"
-                except httpx.HTTPError as exc:
-                    last = f"{type(exc).__name__}: {exc}"
-                time.sleep(0.05)
-        raise ProxyError(
-            f"the cache add-on did not answer {url} within {self.timeout:g} s ({last}); it was stopped. "
-            f"Its log {self.log_path} ends:\n{procs.log_tail(proc)}"
-        )
-
-    def stop(self, timeout: float = 10.0) -> bool:
-        """Stop the recorded process by its PID (SIGTERM, SIGKILL after ``timeout``) and clear the record.
-
-        False if it was not running; safe to call any number of times.
-        """
-        proc = self.proc
-        stopped = False
-        if proc is not None:
-            stopped = procs.stop(proc, timeout=timeout)
-            if stopped:
-                log.info("the cache add-on on port %s stopped (pid %d)", proc.port, proc.pid)
-        self.record_path.unlink(missing_ok=True)
-        return stopped
 
 
 def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
@@ -915,12 +826,12 @@ class ProxyApplier:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Start (or restart) the add-on with each change's ``after`` (stop it if ``after`` is None)."""
-        for change in self._own(changes):
+        for change in own(self, changes):
             self._become(change.after, change.before)
 
     def undo(self, changes: Sequence[Change]) -> None:
         """Restore each change's ``before``: start it again, or stop the add-on if it is None."""
-        for change in self._own(changes):
+        for change in own(self, changes):
             self._become(change.before, change.after)
 
     def _become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
@@ -932,13 +843,6 @@ class ProxyApplier:
                 ProxyServer(old_dir, timeout=self.timeout).stop()
         if wanted is not None:
             ProxyServer(wanted.state_dir, timeout=self.timeout).start(wanted)
-
-    @staticmethod
-    def _own(changes: Sequence[Change]) -> Sequence[Change]:
-        wrong = [c.key for c in changes if c.kind != KIND]
-        if wrong:
-            raise ChangeError(f"ProxyApplier makes only {KIND} changes, not {', '.join(wrong)}")
-        return changes
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -133,15 +133,14 @@ def start(pgdata: Path, port: int, socket_dir: Path, log_path: Path) -> procs.Pr
 
 def wait_ready(proc: procs.Proc, port: int, timeout: float = 60.0) -> None:
     """Wait until the server accepts connections (pg_isready), failing early if it dies."""
-    deadline = time.monotonic() + timeout
     isready = [str(pginstall.bin_path("pg_isready")), "-h", "127.0.0.1", "-p", str(port), "-q"]
-    while time.monotonic() < deadline:
-        if not procs.is_alive(proc):
-            raise procs.ProcessError(f"postgres died while starting:\n{procs.log_tail(proc)}")
-        if subprocess.run(isready).returncode == 0:
-            return
-        time.sleep(0.1)
-    raise procs.ProcessError(f"postgres did not accept connections within {timeout:.0f} s")
+    answers = {1: "it rejects connections (starting up)", 2: "no response", 3: "pg_isready made no attempt"}
+
+    def accepting() -> str | None:
+        code = subprocess.run(isready).returncode
+        return None if code == 0 else answers.get(code, f"pg_isready exited with {code}")
+
+    procs.wait_until(accepting, timeout=timeout, what="postgres did not accept connections", proc=proc, interval=0.1)
 
 
 def stop(proc: procs.Proc) -> bool:

@@ -68,7 +68,7 @@ from pathlib import Path
 from typing import Any
 
 from ragperf import procs
-from ragperf.changes import Change, ChangeError, Config, check_int
+from ragperf.changes import Change, ChangeError, Config, check_int, own
 
 log = logging.getLogger(__name__)
 
@@ -163,6 +163,12 @@ class CacheConfig(Config):
             raise ValueError(
                 f"listen_host: {self.listen_host!r} is not an IPv4 address (0.0.0.0 for every interface)"
             ) from None
+
+    @property
+    def url(self) -> str:
+        """Where clients reach nginx (the loopback address when it listens on every interface)."""
+        host = "127.0.0.1" if self.listen_host == "0.0.0.0" else self.listen_host
+        return f"http://{host}:{self.listen_port}"
 
 
 def _ms(seconds: float) -> str:
@@ -470,20 +476,33 @@ def _ping(host: str, port: int, timeout: float = 2.0) -> str | None:
         return None
 
 
-class Nginx(procs.Recorded):
+def _serves(cfg: CacheConfig, digest: str | None) -> str | None:
+    """None when nginx on ``cfg``'s port answers with configuration ``digest``; else what it serves."""
+    seen = _ping(cfg.listen_host, cfg.listen_port)
+    return None if seen == digest else f"it serves {seen or 'nothing'}, not {digest}"
+
+
+class Nginx(procs.Server):
     """One nginx instance whose files all live in ``state_dir``.
 
     The process record (``nginx.json``: PID, start time, configuration and its digest) is kept in
-    the state directory, so any process can look at or stop an instance another one started.
+    the state directory, so any process can look at or stop an instance another one started. A start
+    checks the configuration with ``nginx -t`` first (:class:`NginxConfigError`, nothing started) and
+    is refused while nginx runs: a running nginx takes a new configuration by :meth:`reload`. A stop is
+    nginx's fast shutdown; workers a killed master left behind (same process group) are killed too.
     """
 
+    NAME = "nginx"
+    WHAT = "nginx"
     RECORD = RECORD
+    LOG = "nginx.log"
     CONFIG = CacheConfig
+    ERROR = NginxError
+    STOP_TIMEOUT = 10.0
 
-    def __init__(self, state_dir: Path, *, nginx_bin: str = NGINX_BIN, timeout: float = 15.0) -> None:
-        super().__init__(state_dir)
+    def __init__(self, state_dir: Path, *, nginx_bin: str = NGINX_BIN, timeout: float | None = None) -> None:
+        super().__init__(state_dir, timeout=timeout)
         self.nginx_bin = nginx_bin
-        self.timeout = timeout
 
     # -- files --------------------------------------------------------------------------------------
 
@@ -511,95 +530,70 @@ class Nginx(procs.Recorded):
 
     def status(self) -> dict[str, Any]:
         """What runs: PID, port, digest, key version, configuration (JSON values)."""
-        record = self._record() or {}
-        running = self.running
-        proc = record.get("proc") or {}
-        return {
-            "state_dir": str(self.state_dir),
-            "running": running,
-            "pid": proc.get("pid") if running else None,
-            "port": proc.get("port") if running else None,
-            "digest": record.get("digest") if running else None,
-            "serving_digest": _ping(record["config"]["listen_host"], proc["port"]) if running else None,
+        result = super().status()
+        record, cfg = self._record() or {}, self.config
+        return result | {
+            "digest": record.get("digest") if cfg else None,
+            "serving_digest": _ping(cfg.listen_host, cfg.listen_port) if cfg else None,
             "key_version": self.key_version,
-            "config": record.get("config") if running else None,
         }
 
-    # -- life cycle -----------------------------------------------------------------------------------
+    # -- the life cycle's hooks -------------------------------------------------------------------------
 
-    def _render(self, cfg: CacheConfig) -> str:
-        if cfg.state_dir != self.state_dir:
-            raise NginxError(
-                f"state_dir: the configuration names {cfg.state_dir}, this instance lives in {self.state_dir}"
-            )
-        worker = _worker_user()
-        return render(cfg, key_version=self.key_version, user=worker[0] if worker else None)
+    def files(self, cfg: CacheConfig) -> dict[str, str | None]:
+        return {CONF: self._render(cfg)}
 
-    def start(self, cfg: CacheConfig) -> procs.Proc:
-        """Check the configuration, write it, start nginx and wait until it serves it.
-
-        Raises:
-            NginxConfigError: nginx rejected the configuration (nothing was started).
-            NginxError: already running, the port is taken, or nginx did not come up (it is stopped again).
-        """
-        if self.running:
-            raise NginxError(f"nginx already runs from {self.state_dir} (pid {self.proc.pid}); reload it instead")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.record_path.unlink(missing_ok=True)  # a dead instance's record
+    def check_files(self, files: Mapping[str, str]) -> None:
         worker = _worker_user()
         if worker:
             _check_reachable(self.state_dir, worker[1], worker[2])
-        text = self._render(cfg)
-        check(text, self.state_dir, nginx_bin=self.nginx_bin)
-        if not procs.port_is_free(cfg.listen_port, cfg.listen_host):
-            raise NginxError(f"listen_port: port {cfg.listen_port} is in use")
-        procs.write_atomic(self.conf_path, text)
-        argv = [self.nginx_bin, "-c", str(self.conf_path), "-p", f"{self.state_dir}/", "-e", str(self.error_log),
+        check(files[CONF], self.state_dir, nginx_bin=self.nginx_bin)
+
+    def argv(self, cfg: CacheConfig) -> list[str]:
+        return [self.nginx_bin, "-c", str(self.conf_path), "-p", f"{self.state_dir}/", "-e", str(self.error_log),
                 "-g", "daemon off;"]  # fmt: skip
-        proc = procs.start("nginx", argv, self.state_dir / "nginx.log", port=cfg.listen_port)
-        digest = rendered_digest(text) or ""
-        self._save_record(proc, cfg, digest=digest, key_version=self.key_version)
-        try:
-            self._wait_serving(cfg, digest, proc, "start")
-        except BaseException:
-            self.stop()
-            raise
-        log.info("nginx started from %s on port %d (pid %d)", self.state_dir, cfg.listen_port, proc.pid)
-        return proc
 
-    def _wait_serving(
-        self, cfg: CacheConfig, digest: str, proc: procs.Proc, what: str, old_workers: Sequence[int] = ()
-    ) -> None:
-        """Wait until nginx answers with ``digest`` and none of ``old_workers`` accepts connections any more.
+    def record_extra(self, cfg: CacheConfig, files: Mapping[str, str]) -> dict[str, Any]:
+        return {"digest": rendered_digest(files[CONF]) or "", "key_version": self.key_version}
 
-        After SIGHUP the master starts new workers before it tells the old ones to stop; for a moment
-        both accept, so the new digest on one connection does not yet mean every request gets it.
-        """
-        deadline = time.monotonic() + self.timeout
-        seen = None
-        while time.monotonic() < deadline:
-            if not procs.is_alive(proc):
-                raise NginxError(f"nginx died during {what}:\n{self._log_tail(proc)}")
-            seen = _ping(cfg.listen_host, cfg.listen_port)
-            if seen == digest and not set(old_workers) & set(_accepting_workers(proc.pid)):
-                return
+    def awaited(self, cfg: CacheConfig) -> str:
+        return f"serve its configuration on port {cfg.listen_port}"
+
+    def ready(self, cfg: CacheConfig) -> str | None:
+        return _serves(cfg, (self._record() or {}).get("digest"))
+
+    def on_running(self, proc: procs.Proc, cfg: CacheConfig) -> procs.Proc | None:
+        raise NginxError(f"nginx already runs from {self.state_dir} (pid {proc.pid}); reload it instead")
+
+    def after_stop(self, proc: procs.Proc) -> None:
+        leftovers = _orphaned_workers(proc)
+        for pid in leftovers:
+            log.warning("killing nginx process %d left behind by its master %d", pid, proc.pid)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5.0
+        while leftovers and _orphaned_workers(proc) and time.monotonic() < deadline:
             time.sleep(0.05)
-        raise NginxError(
-            f"nginx did not serve configuration {digest} on port {cfg.listen_port} within {self.timeout:.0f} s "
-            f"after {what} (it serves {seen or 'nothing'}):\n{self._log_tail(proc)}"
-        )
 
-    def _log_tail(self, proc: procs.Proc, lines: int = 15) -> str:
-        errors = _read(self.error_log).splitlines()[-lines:]
-        return "\n".join(errors) + "\n" + procs.log_tail(proc, lines)
+    def tail(self, proc: procs.Proc) -> str:
+        errors = "\n".join(_read(self.error_log).splitlines()[-15:])
+        return f"its error log {self.error_log} ends:\n{errors}\n{super().tail(proc)}"
+
+    def _render(self, cfg: CacheConfig) -> str:
+        self._check_state_dir(cfg)
+        worker = _worker_user()
+        return render(cfg, key_version=self.key_version, user=worker[0] if worker else None)
+
+    # -- reload and purge -------------------------------------------------------------------------------
 
     def reload(self, cfg: CacheConfig) -> None:
         """Check ``cfg`` first, then switch the running nginx to it without dropping requests.
 
         A configuration nginx rejects changes nothing (the running one keeps serving, ``nginx.conf``
         is untouched). Otherwise the file is replaced (the old one kept as ``nginx.conf.prev``), the
-        master gets SIGHUP, and the reload counts only once the ping location reports the new digest;
-        if it never does, the previous file is put back.
+        master gets SIGHUP, and the reload counts only once the ping location reports the new digest
+        and no worker of the old configuration accepts connections any more (for a moment after
+        SIGHUP both accept); if it never does, the previous file is put back.
 
         Raises:
             NginxConfigError: nginx rejected the configuration.
@@ -614,17 +608,28 @@ class Nginx(procs.Recorded):
         old_cfg = CacheConfig.from_dict(record["config"])
         if digest == record.get("digest") and _ping(old_cfg.listen_host, old_cfg.listen_port) == digest:
             return
-        moved = (cfg.listen_host, cfg.listen_port) != (old_cfg.listen_host, old_cfg.listen_port)
-        if moved and not procs.port_is_free(cfg.listen_port, cfg.listen_host):
-            raise NginxError(f"listen_port: port {cfg.listen_port} is in use")
+        if (cfg.listen_host, cfg.listen_port) != (old_cfg.listen_host, old_cfg.listen_port):
+            self._check_port(cfg)
         previous = _read(self.conf_path)
         if previous:
             procs.write_atomic(self.state_dir / CONF_PREV, previous)
         procs.write_atomic(self.conf_path, text)
-        old_workers = _accepting_workers(proc.pid)
+        old_workers = set(_accepting_workers(proc.pid))
+
+        def taken() -> str | None:
+            still = old_workers & set(_accepting_workers(proc.pid))
+            return _serves(cfg, digest) or (f"old workers {sorted(still)} still accept connections" if still else None)
+
         os.kill(proc.pid, signal.SIGHUP)
         try:
-            self._wait_serving(cfg, digest, proc, "reload", old_workers)
+            procs.wait_until(
+                taken,
+                timeout=self.timeout,
+                what=f"nginx did not serve configuration {digest} on port {cfg.listen_port} after reload",
+                proc=proc,
+                error=NginxError,
+                tail=lambda: self.tail(proc),
+            )
         except NginxError as exc:
             if previous:
                 procs.write_atomic(self.conf_path, previous)
@@ -633,26 +638,6 @@ class Nginx(procs.Recorded):
             raise NginxError(f"nginx did not take the new configuration; the previous one is back: {exc}") from exc
         self._save_record(proc, cfg, digest=digest, key_version=self.key_version)
         log.info("nginx in %s reloaded (configuration %s)", self.state_dir, digest)
-
-    def stop(self, *, timeout: float = 10.0) -> bool:
-        """Stop the recorded nginx by its PID (fast shutdown) and clear the record; False if none ran.
-
-        Workers a killed master left behind (same process group) are killed too.
-        """
-        proc = self.proc
-        stopped = False
-        if proc is not None:
-            stopped = procs.stop(proc, sig=signal.SIGTERM, timeout=timeout)
-            leftovers = _orphaned_workers(proc)
-            for pid in leftovers:
-                log.warning("killing nginx process %d left behind by its master %d", pid, proc.pid)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            deadline = time.monotonic() + 5.0
-            while leftovers and _orphaned_workers(proc) and time.monotonic() < deadline:
-                time.sleep(0.05)
-        self.record_path.unlink(missing_ok=True)
-        return stopped
 
     def purge(self) -> int:
         """Make every cached answer unreachable at once; return the new cache-key version.
@@ -723,17 +708,15 @@ class NginxApplier:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Start or reload nginx with each change's ``after`` (stop it if ``after`` is None)."""
-        for change in changes:
-            self._become(change, change.after, change.before)
+        for change in own(self, changes):
+            self._become(change.after, change.before)
 
     def undo(self, changes: Sequence[Change]) -> None:
         """Restore each change's ``before``: reload (or start) it, or stop nginx if it is None."""
-        for change in changes:
-            self._become(change, change.before, change.after)
+        for change in own(self, changes):
+            self._become(change.before, change.after)
 
-    def _become(self, change: Change, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        if change.kind != KIND:
-            raise ChangeError(f"NginxApplier cannot make a {change.kind!r} change ({change.key})")
+    def _become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
         if state is None and other is None:
             return
         if state is None:

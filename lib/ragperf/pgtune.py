@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +28,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from ragperf import procs
 from ragperf.changes import Change, ChangeError, NotAllowed
 
 log = logging.getLogger(__name__)
@@ -725,16 +725,16 @@ class SettingsApplier:
         with self._connect() as conn:
             conn.autocommit = True
             conn.execute("SELECT pg_reload_conf()")
-            deadline = time.monotonic() + self.reload_timeout
-            while True:
-                rows = self._query(conn, names)
-                waiting = [n for n in names if not (rows[n]["pending_restart"] or setting_equals(rows[n], targets[n]))]
-                if not waiting:
-                    return sorted(n for n in names if rows[n]["pending_restart"])
-                if time.monotonic() > deadline:
-                    shown = "; ".join(f"{n} = {rows[n]['setting']!r} (expected {targets[n]!r})" for n in waiting)
-                    raise ChangeError(
-                        f"after pg_reload_conf() and {self.reload_timeout:.0f} s: {shown}. "
-                        "Is the setting also given on the command line or per role/database?"
-                    )
-                time.sleep(0.05)
+            rows: dict[str, dict[str, Any]] = {}
+
+            def waiting() -> str | None:
+                rows.update(self._query(conn, names))
+                late = [n for n in names if not (rows[n]["pending_restart"] or setting_equals(rows[n], targets[n]))]
+                if not late:
+                    return None
+                shown = "; ".join(f"{n} = {rows[n]['setting']!r} (expected {targets[n]!r})" for n in late)
+                return f"{shown}; is the setting also given on the command line or per role/database?"
+
+            what = "after pg_reload_conf(), the settings did not take their new values"
+            procs.wait_until(waiting, timeout=self.reload_timeout, what=what, error=ChangeError)
+            return sorted(n for n in names if rows[n]["pending_restart"])

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from typing import Any
 import redis
 
 from ragperf import procs
-from ragperf.changes import Change, ChangeError, Config
+from ragperf.changes import Change, ChangeError, Config, own
 
 log = logging.getLogger(__name__)
 
@@ -123,80 +122,49 @@ def render(cfg: RedisConfig) -> str:
     return "\n".join(lines) + "\n"
 
 
-class RedisServer(procs.Recorded):
-    """One private redis-server whose files all live in ``state_dir``; stopped by its recorded PID."""
+class RedisError(procs.ProcessError, ChangeError):
+    """Our Redis could not be started, asked or stopped."""
 
+
+class RedisServer(procs.Server):
+    """One private redis-server whose files all live in ``state_dir``; stopped by its recorded PID.
+
+    A start with the configuration it already runs with does nothing; another configuration restarts
+    it (losing its keys unless ``persist``).
+    """
+
+    NAME = "redis"
+    WHAT = "Redis"
     RECORD = RECORD
+    LOG = LOG
     CONFIG = RedisConfig
+    ERROR = RedisError
+    PORT_FIELD = "port"
 
     @property
     def conf_path(self) -> Path:
         return self.state_dir / CONF
 
-    @property
-    def log_path(self) -> Path:
-        return self.state_dir / LOG
+    def files(self, cfg: RedisConfig) -> dict[str, str | None]:
+        # Redis loads a snapshot left in its directory whatever `save` says: a cache without
+        # persistence must start empty.
+        return {CONF: render(cfg)} | ({} if cfg.persist else {DUMP: None})
 
-    @property
-    def url(self) -> str:
-        """``redis://127.0.0.1:<port>/0`` of the recorded server."""
-        cfg = self.config
-        if cfg is None:
-            raise ChangeError(f"no Redis runs from {self.state_dir}")
-        return cfg.url
+    def argv(self, cfg: RedisConfig) -> list[str]:
+        return [redis_server_binary(), str(self.conf_path)]
 
-    def start(self, cfg: RedisConfig, timeout: float = 15.0) -> procs.Proc:
-        """Write redis.conf and start redis-server; return once it answers PING.
+    def address(self, cfg: RedisConfig) -> tuple[str, int]:
+        return HOST, cfg.port
 
-        Does nothing when it already runs with the same configuration; restarts it (losing its keys
-        unless ``persist``) when the configuration differs.
-        """
-        if cfg.state_dir != self.state_dir:
-            raise ChangeError(f"the configuration's state_dir {cfg.state_dir} is not this server's {self.state_dir}")
-        current = self.proc
-        if current is not None and procs.is_alive(current):
-            if self.config == cfg:
-                log.info("Redis on port %d already runs with this configuration (pid %d)", cfg.port, current.pid)
-                return current
-            log.info("Redis configuration changed: restarting it")
-            self.stop()
-        if not procs.port_is_free(cfg.port, HOST):
-            raise procs.ProcessError(f"port {cfg.port} on {HOST} is taken: cannot start Redis there")
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        if not cfg.persist:
-            # Redis loads a snapshot left in its directory whatever `save` says: a cache without
-            # persistence must start empty.
-            with contextlib.suppress(FileNotFoundError):
-                (self.state_dir / DUMP).unlink()
-        tmp = self.conf_path.with_suffix(".tmp")
-        tmp.write_text(render(cfg))
-        tmp.replace(self.conf_path)
-        proc = procs.start(
-            "redis",
-            [redis_server_binary(), str(self.conf_path)],
-            self.log_path,
-            port=cfg.port,
-        )
-        self._save_record(proc, cfg)
+    def awaited(self, cfg: RedisConfig) -> str:
+        return f"answer PING on port {cfg.port}"
+
+    def ready(self, cfg: RedisConfig) -> str | None:
         try:
-            _wait_ping(proc, cfg.port, timeout)
-        except BaseException:
-            procs.stop(proc, timeout=5)
-            self.record_path.unlink(missing_ok=True)
-            raise
-        log.info("Redis started on port %d (pid %d)", cfg.port, proc.pid)
-        return proc
-
-    def stop(self, timeout: float = 30.0) -> bool:
-        """Stop the recorded redis-server by its PID; False if it was not running."""
-        proc = self.proc
-        if proc is None:
-            return False
-        stopped = procs.stop(proc, timeout=timeout)
-        self.record_path.unlink(missing_ok=True)
-        if stopped:
-            log.info("Redis on port %s stopped (pid %d)", proc.port, proc.pid)
-        return stopped
+            with redis.Redis(host=HOST, port=cfg.port, socket_timeout=0.5, socket_connect_timeout=0.5) as client:
+                return None if client.ping() else "no PONG"
+        except redis.RedisError as exc:
+            return str(exc)
 
     def client(self, timeout: float = 2.0) -> redis.Redis:
         """A synchronous client of the recorded server."""
@@ -225,26 +193,6 @@ class RedisServer(procs.Recorded):
                     path.unlink(missing_ok=True)
         with contextlib.suppress(FileNotFoundError, OSError):
             self.state_dir.rmdir()  # only if now empty
-
-
-def _wait_ping(proc: procs.Proc, port: int, timeout: float) -> None:
-    """Wait until Redis on ``port`` answers PONG, failing early with its log if it dies."""
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    client = redis.Redis(host=HOST, port=port, socket_timeout=0.5, socket_connect_timeout=0.5)
-    try:
-        while time.monotonic() < deadline:
-            if not procs.is_alive(proc):
-                raise procs.ProcessError(f"redis-server died while starting:\n{procs.log_tail(proc)}")
-            try:
-                if client.ping():
-                    return
-            except redis.RedisError as exc:
-                last = str(exc)
-            time.sleep(0.05)
-    finally:
-        client.close()
-    raise procs.ProcessError(f"redis-server on port {port} did not answer PING within {timeout:.0f} s ({last})")
 
 
 def plan(current: RedisConfig | None, desired: RedisConfig) -> list[Change]:
@@ -277,7 +225,7 @@ class RedisApplier:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Start (or restart) Redis with each change's ``after``; nothing happens if it already runs so."""
-        for change in self._own(changes):
+        for change in own(self, changes):
             if change.after is None:
                 self._remove(change.before)
                 continue
@@ -290,7 +238,7 @@ class RedisApplier:
 
     def undo(self, changes: Sequence[Change]) -> None:
         """Bring back each change's ``before``: stop Redis and clear its files when it was not running."""
-        for change in self._own(changes):
+        for change in own(self, changes):
             if change.before is None:
                 self._remove(change.after)
                 continue
@@ -308,10 +256,3 @@ class RedisApplier:
         server = RedisServer(Path(config["state_dir"]))
         server.stop()
         server.clear_state()
-
-    @staticmethod
-    def _own(changes: Sequence[Change]) -> Sequence[Change]:
-        wrong = [c.key for c in changes if c.kind != KIND]
-        if wrong:
-            raise ChangeError(f"RedisApplier makes only {KIND} changes, not {', '.join(wrong)}")
-        return changes
