@@ -20,7 +20,6 @@ import json
 import logging
 import shlex
 import subprocess
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ragperf import cacheproxy, changes, hosttune, indexes, lab, nginx, pgtune, rediscache, runs
+from ragperf import cacheproxy, changes, hosttune, indexes, lab, nginx, pgtune, procs, rediscache, runs
 from ragperf.changes import Applier, Change, ChangeError
 from ragperf.params import Params
 from ragperf.phase import Target, TargetError, resolve_target
@@ -69,15 +68,16 @@ def _run_restart(command: str, connect: Callable[[], psycopg.Connection]) -> Non
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip()[-500:]
         raise ChangeError(f"the restart command {command!r} exited with {done.returncode}: {tail}")
-    deadline = time.monotonic() + RESTART_TIMEOUT_S
-    while True:
+
+    def accepting() -> str | None:
         try:
             with connect():
-                return
+                return None
         except psycopg.OperationalError as exc:
-            if time.monotonic() > deadline:
-                raise ChangeError(f"PostgreSQL did not accept connections after {command!r}: {exc}") from exc
-            time.sleep(0.5)
+            return str(exc).strip()
+
+    what = f"PostgreSQL did not accept connections after {command!r}"
+    procs.wait_until(accepting, timeout=RESTART_TIMEOUT_S, what=what, interval=0.5, error=ChangeError)
 
 
 def host_facts(target: Target, params: Params) -> dict[str, Any]:
