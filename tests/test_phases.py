@@ -19,7 +19,8 @@ import psycopg
 import pytest
 import yaml
 
-from ragperf import cachetier, indexes, lab, metrics, pgtune, procs, runs, tuning
+from ragperf import cachetier, lab, metrics, pgtune, procs, runs, tuning
+from ragperf.systems.postgres import appsearch, indexes
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
@@ -33,7 +34,7 @@ def _connect(lab_dir: Path) -> psycopg.Connection:
 
 
 def _ragperf_indexes(conn: psycopg.Connection) -> list[str]:
-    return [i for i in indexes.index_usage(conn)["index"] if i.startswith("ragperf")]
+    return [i for i in appsearch.index_usage(conn)["index"] if i.startswith("ragperf")]
 
 
 def _embedding_type(conn: psycopg.Connection) -> str:
@@ -85,7 +86,7 @@ def test_the_lab_is_tuned_and_the_journal_says_how(tuned, lab_dir):
         assert "vector" not in now["shared_preload_libraries"]["setting"].split(",")
         assert _embedding_type(conn) == "vector(768)"
         vector = conn.execute("SELECT embedding::text FROM langchain_pg_embedding LIMIT 1").fetchone()[0]
-        plan = indexes.explain_legacy_query(
+        plan = appsearch.explain_legacy_query(
             conn, [float(x) for x in vector.strip("[]").split(",")], collection_name=lab.COLLECTION
         )
         assert plan["uses_index"] == indexes.HNSW_INDEX, plan["plan_text"]

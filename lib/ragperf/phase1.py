@@ -21,9 +21,10 @@ import pandas as pd
 import psycopg
 from matplotlib.figure import Figure
 
-from ragperf import changes, charts, indexes, lab, llm, metrics, serving
+from ragperf import changes, charts, lab, llm, metrics
 from ragperf.criteria import CRITERIA_USERS, Slo
 from ragperf.phase import PhaseContext
+from ragperf.systems.postgres import appsearch, embeddings, indexes, serving
 
 log = logging.getLogger(__name__)
 
@@ -58,9 +59,9 @@ def probe(ctx: PhaseContext, conn: psycopg.Connection, n: int) -> Probe:
     and the filter to test.
 
     Raises:
-        indexes.CollectionError: the collection the target names is not there, or several are and none is named.
+        appsearch.CollectionError: the collection the target names is not there, or several are and none is named.
     """
-    collection = indexes.find_collection(conn, ctx.target.collection)
+    collection = appsearch.find_collection(conn, ctx.target.collection)
     items = [*ctx.workloads.in_order, *ctx.workloads.spare][:n] if ctx.workloads else []
     provider = _provider(ctx)
     if provider is not None and items:
@@ -69,14 +70,14 @@ def probe(ctx: PhaseContext, conn: psycopg.Connection, n: int) -> Probe:
         source = f"embeddings of {len(vectors)} pool questions from {provider.base_url}"
     else:
         rows = conn.execute(
-            f"SELECT embedding::text FROM {indexes.TABLE} WHERE collection_id = %s ORDER BY md5(id::text) LIMIT %s",
+            f"SELECT embedding::text FROM {embeddings.TABLE} WHERE collection_id = %s ORDER BY md5(id::text) LIMIT %s",
             (collection.uuid, n),
         ).fetchall()
         vectors = [[float(x) for x in r[0].strip("[]").split(",")] for r in rows]
         source = f"{len(vectors)} stored vectors (no embedding provider configured: set RAGPERF_LLM_BASE_URL)"
     counts = dict(
         conn.execute(
-            f"SELECT cmetadata->>'doc_type', count(*) FROM {indexes.TABLE} WHERE collection_id = %s GROUP BY 1",
+            f"SELECT cmetadata->>'doc_type', count(*) FROM {embeddings.TABLE} WHERE collection_id = %s GROUP BY 1",
             (collection.uuid,),
         ).fetchall()
     )
@@ -122,7 +123,7 @@ class IndexOutcome:
 
 def build_indexes(
     plan: indexes.IndexPlan,
-    schema: indexes.Schema,
+    schema: embeddings.Schema,
     p: Probe,
     appliers: Mapping[str, changes.Applier],
     journal: changes.Journal,
@@ -293,7 +294,7 @@ def role_settings(ctx: PhaseContext, recall: pd.DataFrame, recall_filtered: pd.D
     )
     plan = tuning.plan_role_settings(role, role_now, desired, reason) if role else []
     note = "" if role else "changes.app_role is not set: the app's role is not known, so no role setting is planned"
-    advice = indexes.ef_search_advice(best_ef, role=role or "<the app's role>", database=database)
+    advice = appsearch.ef_search_advice(best_ef, role=role or "<the app's role>", database=database)
     return RoleSettings(best_ef, desired, plan, advice, note)
 
 

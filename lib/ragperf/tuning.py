@@ -28,10 +28,11 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from ragperf import cacheproxy, changes, hosttune, indexes, lab, nginx, pgtune, procs, rediscache, runs
+from ragperf import cacheproxy, changes, hosttune, lab, nginx, pgtune, procs, rediscache, runs
 from ragperf.changes import Applier, Change, ChangeError
 from ragperf.params import Params
 from ragperf.phase import Target, TargetError, resolve_target
+from ragperf.systems.postgres import indexbuild, indexes
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,9 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
     ram = None if target.kind == "lab" or params.target.host is None else int(params.target.host.memory_gb * pgtune.GB)
     return {
         pgtune.KIND: pgtune.SettingsApplier(connect, restart, hint),
-        "column": indexes.ColumnApplier(connect),
-        indexes.ANALYZE_KIND: indexes.AnalyzeApplier(connect),
-        "index": indexes.IndexApplier(connect, progress=progress, ram_bytes=ram),
+        "column": indexbuild.ColumnApplier(connect),
+        indexes.ANALYZE_KIND: indexbuild.AnalyzeApplier(connect),
+        "index": indexbuild.IndexApplier(connect, progress=progress, ram_bytes=ram),
         ROLE_KIND: RoleSettingApplier(connect),
         **kinds,
     }

@@ -25,7 +25,8 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ragperf import changes, indexes, labdb, procs
+from ragperf import changes, labdb, procs
+from ragperf.systems.postgres import appsearch, embeddings, indexbuild, indexes
 
 ROWS = 20_000
 DIMS = 64
@@ -63,7 +64,7 @@ def _load(conn: psycopg.Connection, vectors: np.ndarray, rng: np.random.Generato
             copy.write_row((f"chunk-{i}", collection_id, text, f"document {i}", Jsonb({"doc_type": str(doc_type)})))
 
 
-def _index_names(conn: psycopg.Connection, table: str = indexes.TABLE) -> set[str]:
+def _index_names(conn: psycopg.Connection, table: str = embeddings.TABLE) -> set[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid WHERE i.indrelid = to_regclass(%s)",
         (table,),
@@ -109,14 +110,14 @@ def clean(server: Server) -> Server:
 
 
 @pytest.fixture(scope="module")
-def applied(server: Server) -> Iterator[tuple[indexes.IndexPlan, indexes.IndexApplier, indexes.ColumnApplier]]:
+def applied(server: Server) -> Iterator[tuple[indexes.IndexPlan, indexbuild.IndexApplier, indexbuild.ColumnApplier]]:
     """The full plan applied once for the tests that read the tuned state; undone afterwards."""
     _reset(server)
     with server.connect() as conn:
-        planned = indexes.plan(indexes.introspect(conn), **BUILD)
-    index_applier = indexes.IndexApplier(server.connect, progress=True, poll_s=0.05)
-    column_applier = indexes.ColumnApplier(server.connect)
-    appliers = {"index": index_applier, "column": column_applier, "analyze": indexes.AnalyzeApplier(server.connect)}
+        planned = indexes.plan(embeddings.introspect(conn), **BUILD)
+    index_applier = indexbuild.IndexApplier(server.connect, progress=True, poll_s=0.05)
+    column_applier = indexbuild.ColumnApplier(server.connect)
+    appliers = {"index": index_applier, "column": column_applier, "analyze": indexbuild.AnalyzeApplier(server.connect)}
     for applier, group in changes.groups(planned, appliers):
         applier.apply(group)
     yield planned, index_applier, column_applier
@@ -142,16 +143,16 @@ def test_the_legacy_statements_are_the_apps_verbatim():
         and node.targets[0].id.startswith("SQL_")
     }  # fmt: skip
     assert app_sql == {
-        "SQL_COLLECTION": indexes.LEGACY_SQL_COLLECTION,
-        "SQL_SEARCH": indexes.LEGACY_SQL_SEARCH,
-        "SQL_EQ_FILTER": indexes.LEGACY_SQL_EQ_FILTER,
+        "SQL_COLLECTION": appsearch.LEGACY_SQL_COLLECTION,
+        "SQL_SEARCH": appsearch.LEGACY_SQL_SEARCH,
+        "SQL_EQ_FILTER": appsearch.LEGACY_SQL_EQ_FILTER,
     }
-    assert indexes.distance_operator_of(app_sql["SQL_SEARCH"]) == "<=>"
+    assert embeddings.distance_operator_of(app_sql["SQL_SEARCH"]) == "<=>"
 
 
 def test_introspect_finds_the_langchain_shape(clean):
     with clean.connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
     assert (schema.metadata_column, schema.metadata_type) == ("cmetadata", "jsonb")
     assert schema.embedding_type == "vector" and schema.dimensionless and schema.stored_dims == DIMS
     assert schema.opclass == "vector_cosine_ops"
@@ -168,27 +169,27 @@ def test_introspect_names_what_it_found_when_the_shape_is_wrong(server):
         conn.execute("DROP TABLE IF EXISTS not_langchain")
         conn.execute("CREATE TABLE not_langchain (id int, collection_id uuid, embedding vector, metadata text)")
         try:
-            with pytest.raises(indexes.SchemaError, match=r"not_langchain.metadata is text; expected json or jsonb"):
-                indexes.introspect(conn, "not_langchain")
+            with pytest.raises(embeddings.SchemaError, match=r"not_langchain.metadata is text; expected json or jsonb"):
+                embeddings.introspect(conn, "not_langchain")
             conn.execute("ALTER TABLE not_langchain DROP COLUMN metadata")
             with pytest.raises(
-                indexes.SchemaError, match=r"no metadata column .*found columns: id, collection_id, emb"
+                embeddings.SchemaError, match=r"no metadata column .*found columns: id, collection_id, emb"
             ):
-                indexes.introspect(conn, "not_langchain")
+                embeddings.introspect(conn, "not_langchain")
             conn.execute("ALTER TABLE not_langchain ALTER COLUMN embedding TYPE real[] USING NULL")
-            with pytest.raises(indexes.SchemaError, match=r"embedding is real\[\]; expected vector or halfvec"):
-                indexes.introspect(conn, "not_langchain")
+            with pytest.raises(embeddings.SchemaError, match=r"embedding is real\[\]; expected vector or halfvec"):
+                embeddings.introspect(conn, "not_langchain")
         finally:
             conn.execute("DROP TABLE not_langchain")
-        with pytest.raises(indexes.SchemaError, match=r"table no_such_table not found"):
-            indexes.introspect(conn, "no_such_table")
+        with pytest.raises(embeddings.SchemaError, match=r"table no_such_table not found"):
+            embeddings.introspect(conn, "no_such_table")
         with pytest.raises(ValueError, match=r"unknown distance operator '<~>': allowed are <=>, <->"):
-            indexes.introspect(conn, distance_operator="<~>")
+            embeddings.introspect(conn, distance_operator="<~>")
 
 
 def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
     with clean.connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
     planned = indexes.plan(schema)
     assert [c.key for c in planned] == [
         "column:langchain_pg_embedding.embedding",
@@ -207,7 +208,7 @@ def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
     assert column.details["undo_sql"].endswith('ALTER COLUMN "embedding" TYPE vector')
     assert (
         "ACCESS EXCLUSIVE" in column.details["warning"]
-        and indexes.pretty_bytes(schema.total_bytes) in (column.details["warning"])
+        and embeddings.pretty_bytes(schema.total_bytes) in (column.details["warning"])
     )
     assert hnsw.before is None
     assert hnsw.details["sql"] == (
@@ -235,7 +236,7 @@ def test_plan_fixes_the_column_first_then_builds_hnsw(clean):
 
 def test_plan_skips_a_gin_on_json_and_plans_one_when_missing(clean):
     with clean.connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
     no_gin = dataclasses.replace(schema, indexes=tuple(i for i in schema.indexes if i.method != "gin"))
     gin = [c for c in indexes.plan(no_gin) if c.name == indexes.GIN_INDEX]
     assert len(gin) == 1 and "jsonb_path_ops" in gin[0].details["sql"] and "jsonb_path_match" in gin[0].reason
@@ -256,20 +257,20 @@ def test_hnsw_on_the_dimensionless_column_fails_as_pgvector_says(clean):
 def test_the_applied_plan_is_used_by_the_legacy_query(applied, server):
     planned, index_applier, column_applier = applied
     with server.connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
         assert schema.embedding_type == "vector(64)"
         assert {i.name for i in schema.indexes if i.valid} >= {c.name for c in planned if c.kind == "index"}
-        result = indexes.explain_legacy_query(conn, _queries(server, 1)[0], collection_name=COLLECTION)
+        result = appsearch.explain_legacy_query(conn, _queries(server, 1)[0], collection_name=COLLECTION)
         assert result["uses_index"] == indexes.HNSW_INDEX, result["plan_text"]
         assert result["rows"] == 4 and result["execution_ms"] > 0
         assert "Index Scan using ragperf_embedding_hnsw" in result["plan_text"]
-        filtered = indexes.explain_legacy_query(
+        filtered = appsearch.explain_legacy_query(
             conn, _queries(server, 1)[0], collection_name=COLLECTION, k=8, doc_type="thong_tu"
         )
         assert filtered["uses_index"] != "ragperf_embedding_doc_type", filtered["plan_text"]
         assert "jsonb_path_match" in filtered["plan_text"]
     with server.connect() as conn:  # the explaining session flushed its statistics when it closed
-        usage = indexes.index_usage(conn)
+        usage = appsearch.index_usage(conn)
     assert usage.set_index("index").loc[indexes.HNSW_INDEX, "idx_scan"] >= 2
     assert list(usage.columns) == ["index", "idx_scan", "idx_tup_read", "idx_tup_fetch", "size_bytes", "size", "valid"]
     assert set(index_applier.timings) == {c.name for c in planned if c.kind == "index"}
@@ -282,8 +283,10 @@ def test_the_applied_plan_is_used_by_the_legacy_query(applied, server):
 
 def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     with server.connect() as conn:
-        table = indexes.recall_at_k(conn, _queries(server), collection_name=COLLECTION, k=10, ef_search_values=(10, 80))
-        rare = indexes.recall_at_k(
+        table = appsearch.recall_at_k(
+            conn, _queries(server), collection_name=COLLECTION, k=10, ef_search_values=(10, 80)
+        )
+        rare = appsearch.recall_at_k(
             conn, _queries(server, 5), collection_name=COLLECTION, k=10, ef_search_values=(10,), doc_type="luat"
         )
     assert list(table.columns) == ["ef_search", "iterative_scan", "recall", "p50_ms", "p95_ms", "returned_mean"]
@@ -295,12 +298,12 @@ def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     served = rare.set_index("iterative_scan").loc["off"]
     assert served.returned_mean == 10 and served.recall >= 0.9
     with server.connect() as conn:
-        filtered = indexes.explain_legacy_query(
+        filtered = appsearch.explain_legacy_query(
             conn, _queries(server, 1)[0], collection_name=COLLECTION, k=8, doc_type="luat"
         )
         assert filtered["uses_index"] == "ragperf_hnsw_doc_type_luat", filtered["plan_text"]
         conn.execute("DROP INDEX ragperf_hnsw_doc_type_luat")  # the pitfall, without it:
-        pitfall = indexes.recall_at_k(
+        pitfall = appsearch.recall_at_k(
             conn, _queries(server, 5), collection_name=COLLECTION, k=10, ef_search_values=(10,), doc_type="luat"
         )
     # ef_search = 10 candidates, then the filter, leaves almost nothing ...
@@ -311,7 +314,7 @@ def test_recall_against_exact_search_and_the_filter_pitfall(applied, server):
     with psycopg.connect(server.dsn) as conn:  # SET LOCAL would outlive each search inside a caller's transaction
         conn.execute("SELECT 1")
         with pytest.raises(ValueError, match="outside a transaction"):
-            indexes.recall_at_k(conn, _queries(server, 1), collection_name=COLLECTION)
+            appsearch.recall_at_k(conn, _queries(server, 1), collection_name=COLLECTION)
 
 
 def test_an_invalid_leftover_is_detected_and_rebuilt(clean):
@@ -322,33 +325,33 @@ def test_an_invalid_leftover_is_detected_and_rebuilt(clean):
                     sql.Identifier(indexes.COLLECTION_INDEX)
                 )
             )
-        leftover = indexes.introspect(conn).index(indexes.COLLECTION_INDEX)
+        leftover = embeddings.introspect(conn).index(indexes.COLLECTION_INDEX)
         assert leftover is not None and not leftover.valid
-        planned = indexes.plan(indexes.introspect(conn))
+        planned = indexes.plan(embeddings.introspect(conn))
     (change,) = [c for c in planned if c.name == indexes.COLLECTION_INDEX]
     assert change.before == "invalid" and "INVALID leftover" in change.reason
-    indexes.IndexApplier(clean.connect, progress=False).apply([change])
+    indexbuild.IndexApplier(clean.connect, progress=False).apply([change])
     with clean.connect() as conn:
-        rebuilt = indexes.introspect(conn).index(indexes.COLLECTION_INDEX)
+        rebuilt = embeddings.introspect(conn).index(indexes.COLLECTION_INDEX)
     assert rebuilt is not None and rebuilt.valid and "UNIQUE" not in rebuilt.definition
 
 
 def test_apply_then_rollback_restores_the_table(clean, tmp_path):
     connect = clean.connect
     with connect() as conn:
-        before = indexes.introspect(conn)
+        before = embeddings.introspect(conn)
     planned = indexes.plan(before, **BUILD)
-    appliers = {"index": indexes.IndexApplier(connect, progress=False), "column": indexes.ColumnApplier(connect),
-                "analyze": indexes.AnalyzeApplier(connect)}  # fmt: skip
+    appliers = {"index": indexbuild.IndexApplier(connect, progress=False), "column": indexbuild.ColumnApplier(connect),
+                "analyze": indexbuild.AnalyzeApplier(connect)}  # fmt: skip
     journal = changes.Journal(tmp_path)
     changes.apply(changes.groups(planned, appliers), journal)
     with connect() as conn:
-        assert indexes.introspect(conn).embedding_type == "vector(64)"
+        assert embeddings.introspect(conn).embedding_type == "vector(64)"
         assert _index_names(conn) > clean.original_indexes
     undone = changes.rollback(journal, appliers)
     assert sorted(undone) == sorted(c.key for c in planned) and undone[-1] == "column:langchain_pg_embedding.embedding"
     with connect() as conn:
-        after = indexes.introspect(conn)
+        after = embeddings.introspect(conn)
     assert after.embedding_type == "vector" and after.dimensionless
     assert {i.name for i in after.indexes} == {i.name for i in before.indexes} == clean.original_indexes
     for applier, group in reversed(changes.groups(planned, appliers)):  # undo is idempotent
@@ -362,11 +365,11 @@ def test_a_graph_that_outgrows_maintenance_work_mem_is_reported(server):
         conn.execute("CREATE TABLE probe.langchain_pg_embedding (LIKE public.langchain_pg_embedding INCLUDING ALL)")
         conn.execute("INSERT INTO probe.langchain_pg_embedding SELECT * FROM public.langchain_pg_embedding LIMIT 2000")
         conn.execute("ALTER TABLE probe.langchain_pg_embedding ALTER COLUMN embedding TYPE vector(64)")
-        schema = indexes.introspect(conn, "probe.langchain_pg_embedding")
+        schema = embeddings.introspect(conn, "probe.langchain_pg_embedding")
     assert schema.table_schema == "probe" and not schema.dimensionless
     (hnsw,) = [c for c in indexes.plan(schema, **BUILD) if c.name == indexes.HNSW_INDEX]
     assert '"probe"."langchain_pg_embedding"' in hnsw.details["sql"]
-    applier = indexes.IndexApplier(server.connect, progress=False, maintenance_work_mem="1MB")
+    applier = indexbuild.IndexApplier(server.connect, progress=False, maintenance_work_mem="1MB")
     started = time.perf_counter()
     applier.apply([hnsw])
     assert applier.builds[hnsw.name].graph_spilled, applier.builds[hnsw.name].notices
@@ -378,19 +381,19 @@ def test_a_graph_that_outgrows_maintenance_work_mem_is_reported(server):
 def test_maintenance_work_mem_fits_the_graph_within_the_ram_share():
     graph = indexes.hnsw_graph_bytes(1_000_000, 1536, 16)
     assert 6e9 < graph < 7e9  # ~6.4 GB for a million 1536-dim vectors
-    fits = indexes.maintenance_work_mem_kb(1_000_000, 1536, 16, ram_bytes=64 * 1024**3)
+    fits = indexbuild.maintenance_work_mem_kb(1_000_000, 1536, 16, ram_bytes=64 * 1024**3)
     assert fits * 1024 >= graph
-    capped = indexes.maintenance_work_mem_kb(1_000_000, 1536, 16, ram_bytes=8 * 1024**3, ram_share=0.25)
+    capped = indexbuild.maintenance_work_mem_kb(1_000_000, 1536, 16, ram_bytes=8 * 1024**3, ram_share=0.25)
     assert capped == 2 * 1024**2
-    assert indexes.maintenance_work_mem_kb(1000, 64, 16, ram_bytes=8 * 1024**3) == 65_536  # never below current
+    assert indexbuild.maintenance_work_mem_kb(1000, 64, 16, ram_bytes=8 * 1024**3) == 65_536  # never below current
     with pytest.raises(ValueError, match="ram_share"):
-        indexes.maintenance_work_mem_kb(1, 1, 16, ram_bytes=1, ram_share=1.5)
+        indexbuild.maintenance_work_mem_kb(1, 1, 16, ram_bytes=1, ram_share=1.5)
 
 
 def test_ef_search_advice_names_the_role_and_new_connections():
-    text = indexes.ef_search_advice(80, role=labdb.APP_ROLE, database=labdb.DATABASE)
+    text = appsearch.ef_search_advice(80, role=labdb.APP_ROLE, database=labdb.DATABASE)
     assert 'ALTER ROLE "sakana" SET hnsw.ef_search = 80' in text
     assert 'ALTER DATABASE "rag_bidding_v2" SET hnsw.ef_search = 80' in text
     assert "new connection" in text
     with pytest.raises(ValueError, match="allowed is 1..1000"):
-        indexes.ef_search_advice(0, role=labdb.APP_ROLE, database=labdb.DATABASE)
+        appsearch.ef_search_advice(0, role=labdb.APP_ROLE, database=labdb.DATABASE)

@@ -29,7 +29,8 @@ from langchain_postgres import PGVector
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
-from ragperf import changes, indexes, labdb, params, pginstall, phase, phase1, procs, runs, serving, tuning
+from ragperf import changes, labdb, params, pginstall, phase, phase1, procs, runs, tuning
+from ragperf.systems.postgres import appsearch, embeddings, indexbuild, indexes, serving
 
 DIMS = 768
 ROWS = 20_000
@@ -138,22 +139,22 @@ def _scanned_since(db: Database, before: dict[str, int], name: str, timeout_s: f
 def test_without_statistics_the_btree_wins_and_the_check_says_why(database: Database):
     """The failure the users would meet: HNSW built, the table never analyzed, a B-tree on collection_id there."""
     with database.connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
     assert not schema.analyzed and schema.dimensionless
     planned = indexes.plan(schema)
     no_analyze = [c for c in planned if c.kind != indexes.ANALYZE_KIND and not c.details.get("serves", "").startswith(
         "LangChain's $in")]  # fmt: skip
-    kinds = {"column": indexes.ColumnApplier(database.connect),
-             "index": indexes.IndexApplier(database.connect, progress=False)}  # fmt: skip
+    kinds = {"column": indexbuild.ColumnApplier(database.connect),
+             "index": indexbuild.IndexApplier(database.connect, progress=False)}  # fmt: skip
     groups = changes.groups(no_analyze, kinds)
     for applier, group in groups:
         applier.apply(group)
     try:
         vector = HashedEmbeddings().embed_query(database.texts[7])
         with database.connect() as conn:
-            assert not indexes.has_statistics(conn, indexes.TABLE)
+            assert not embeddings.has_statistics(conn, embeddings.TABLE)
             table = serving.check(conn, COLLECTION, vector, "luat", phase1.LEGACY_TOP_K)
-            st, pp = indexes.legacy_search(indexes.collection_uuid(conn, COLLECTION), vector, 4, None)
+            st, pp = appsearch.legacy_search(appsearch.collection_uuid(conn, COLLECTION), vector, 4, None)
         fast = table.iloc[0]
         assert fast["served by"] == indexes.COLLECTION_INDEX and not fast["HNSW serves it"], table.to_string()
         assert "no statistics" in fast["why not"] and "ANALYZE" in fast["what would"]
@@ -173,7 +174,7 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
     ctx = phase.PhaseContext("phase1", p, run, run.path / "phase1", target)
     journal = changes.Journal(ctx.dir())
     with connect() as conn:
-        schema = indexes.introspect(conn)
+        schema = embeddings.introspect(conn)
         probe = phase1.probe(ctx, conn, 10)
     assert probe.collection == COLLECTION and probe.filter_doc_type == "luat"
     planned = indexes.plan(schema)
@@ -191,7 +192,7 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
     assert [e["event"] for e in journal.entries() if e["key"] == f"index:{indexes.COLLECTION_INDEX}"] == [
         "applying", "applied", "undone"]  # fmt: skip
     with connect() as conn:
-        names = {i.name for i in indexes.introspect(conn).indexes}
+        names = {i.name for i in embeddings.introspect(conn).indexes}
     assert indexes.COLLECTION_INDEX not in names and indexes.HNSW_INDEX in names
 
     # LangChain's own searches, as the app's role: k rows, through HNSW (plain) and the partial index (filtered).
@@ -216,7 +217,7 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
     # hnsw.ef_search for the app's own role, which LangChain's next connection gets without a code change
     # (10 or 100 are measured, never the server's 40, so a role setting is always planned).
     with connect() as conn:
-        recall = indexes.recall_at_k(
+        recall = appsearch.recall_at_k(
             conn,
             probe.vectors,
             k=phase1.RECALL_K,
@@ -224,7 +225,7 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
             iterative=("off", "strict_order"),
             collection_name=COLLECTION,
         )
-        recall_filtered = indexes.recall_at_k(conn, probe.vectors, k=phase1.RECALL_K, ef_search_values=(10, 100),
+        recall_filtered = appsearch.recall_at_k(conn, probe.vectors, k=phase1.RECALL_K, ef_search_values=(10, 100),
                                               iterative=("off", "strict_order"), collection_name=COLLECTION,
                                               doc_type="luat")  # fmt: skip
         role = phase1.role_settings(ctx, recall, recall_filtered, conn)
@@ -238,25 +239,25 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
     undone = changes.rollback(journal, kinds)
     assert "index:ragperf_embedding_hnsw" in undone and "column:langchain_pg_embedding.embedding" in undone
     with connect() as conn:
-        after = indexes.introspect(conn)
+        after = embeddings.introspect(conn)
     assert after.dimensionless and {i.name for i in after.indexes} == {i.name for i in schema.indexes}
 
 
 def test_the_collection_is_introspected_and_several_need_a_name(database: Database):
     """Last in the module: a second collection (added, then deleted) changes how the planner sees the table."""
     with database.connect() as conn:
-        assert indexes.find_collection(conn, None).name == COLLECTION  # the only one: no name needed
-        with pytest.raises(indexes.CollectionError, match=r"'vn_procurement_law' \(target.collection\) not found"):
-            indexes.find_collection(conn, "vn_procurement_law")
+        assert appsearch.find_collection(conn, None).name == COLLECTION  # the only one: no name needed
+        with pytest.raises(appsearch.CollectionError, match=r"'vn_procurement_law' \(target.collection\) not found"):
+            appsearch.find_collection(conn, "vn_procurement_law")
     store = database.store()
     other = PGVector(HashedEmbeddings(), collection_name=OTHER, connection=store._engine, use_jsonb=True)
     try:
         other.add_texts([f"Mẫu hồ sơ mời thầu {i}" for i in range(200)], [{"doc_type": "mau"}] * 200)
         with database.connect() as conn:
-            assert indexes.find_collection(conn, COLLECTION).rows == ROWS
-            with pytest.raises(indexes.CollectionError, match="holds 2 collections and target.collection names none"):
-                indexes.find_collection(conn, None)
-            message = str(pytest.raises(indexes.CollectionError, indexes.find_collection, conn, None).value)
+            assert appsearch.find_collection(conn, COLLECTION).rows == ROWS
+            with pytest.raises(appsearch.CollectionError, match="holds 2 collections and target.collection names none"):
+                appsearch.find_collection(conn, None)
+            message = str(pytest.raises(appsearch.CollectionError, appsearch.find_collection, conn, None).value)
         assert f"'{COLLECTION}' (20,000 rows)" in message and f"'{OTHER}' (200 rows)" in message
     finally:
         other.delete_collection()

@@ -21,8 +21,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from ragperf import changes, indexes
+from ragperf import changes
 from ragperf.changes import Applier, Change, Journal
+from ragperf.systems.postgres import appsearch, embeddings, indexes
 
 SHAPES = {"fast": "fast: ORDER BY embedding <=> q LIMIT k", "quality": "quality: + jsonb_path_match filter"}
 SLOWER_RATIO = 1.5  # a search this much slower (and SLOWER_MS more) counts as made worse; below is noise
@@ -50,7 +51,7 @@ def time_searches(
             with conn.transaction():
                 for name, value in (settings or {}).items():
                     conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-                runs.append(indexes.explain_legacy_query(conn, vector, collection_name=collection, k=k[shape],
+                runs.append(appsearch.explain_legacy_query(conn, vector, collection_name=collection, k=k[shape],
                                                          doc_type=filter_value))  # fmt: skip
         out[shape] = {
             "median_ms": statistics.median(r["execution_ms"] for r in runs),
@@ -78,7 +79,7 @@ def check(
         with conn.transaction():
             for name, value in (settings or {}).items():
                 conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-            found = indexes.explain_legacy_query(conn, vector, collection_name=collection, k=k[shape],
+            found = appsearch.explain_legacy_query(conn, vector, collection_name=collection, k=k[shape],
                                                  doc_type=filter_value)  # fmt: skip
         served = found["index_method"] == "hnsw"
         why, fix = ("", "") if served else _diagnose(conn, collection, vector, k[shape], filter_value, found, settings)
@@ -104,9 +105,9 @@ def _diagnose(
             "SELECT count(*) FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
             "JOIN pg_am am ON am.oid = c.relam "
             "WHERE i.indrelid = to_regclass(%s) AND am.amname = 'hnsw' AND i.indisvalid",
-            (indexes.TABLE,),
+            (embeddings.TABLE,),
         ).fetchone()[0]
-        analyzed = indexes.has_statistics(conn, indexes.TABLE)
+        analyzed = embeddings.has_statistics(conn, embeddings.TABLE)
     if not hnsw:
         return "the table has no valid HNSW index", "build one (the index plan); a failed build leaves it INVALID"
     if not analyzed:
@@ -119,9 +120,9 @@ def _diagnose(
     with conn.transaction():
         for name, value in {**(settings or {}), **_FORCE_INDEX}.items():
             conn.execute("SELECT set_config(%s, %s, true)", (name, value))
-        statement, params = indexes.legacy_search(indexes.collection_uuid(conn, collection), vector, k, doc_type)
+        statement, params = appsearch.legacy_search(appsearch.collection_uuid(conn, collection), vector, k, doc_type)
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + statement, params).fetchone()[0][0]["Plan"]
-    forced = next((n["Index Name"] for n in indexes.plan_nodes(plan) if "Index Name" in n and n["Index Name"]
+    forced = next((n["Index Name"] for n in appsearch.plan_nodes(plan) if "Index Name" in n and n["Index Name"]
                    != "langchain_pg_collection_pkey"), None)  # fmt: skip
     why = (f"the planner estimated {chosen} at cost {found['total_cost']:,.0f} and the HNSW plan"
            f" ({forced or 'none possible'}) at {float(plan['Total Cost']):,.0f}")  # fmt: skip
@@ -139,7 +140,7 @@ def adopt(
     appliers: Mapping[str, Applier],
     journal: Journal,
     connect: Callable[[], psycopg.Connection],
-    schema: indexes.Schema,
+    schema: embeddings.Schema,
     collection: str,
     vectors: Sequence[Sequence[float]],
     doc_type: str | None,
@@ -157,10 +158,10 @@ def adopt(
               (appliers[indexes.ANALYZE_KIND], [indexes.analyze_change(schema, f"after {change.name}")])]  # fmt: skip
     changes.apply(groups, journal)
     with connect() as conn:
-        uuid = indexes.collection_uuid(conn, collection)
+        uuid = appsearch.collection_uuid(conn, collection)
         query_params = {"collection_id": uuid, **change.details.get("serves_params", {})}
         plan = conn.execute("EXPLAIN (FORMAT JSON) " + change.details["serves_sql"], query_params)
-        own_used = change.name in {n.get("Index Name") for n in indexes.plan_nodes(plan.fetchone()[0][0]["Plan"])}
+        own_used = change.name in {n.get("Index Name") for n in appsearch.plan_nodes(plan.fetchone()[0][0]["Plan"])}
         conn.rollback()  # end the read's transaction: an open one would hold up a concurrent index build
         after = time_searches(conn, collection, vectors, doc_type, k)
     worse = [shape for shape in before if _worse(before[shape], after[shape])]
