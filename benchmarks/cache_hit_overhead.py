@@ -2,18 +2,19 @@
 
 The project must choose how the shared Redis cache answers repeated questions in front of the RAG
 service: (a) nginx's Lua module with a Redis client (``resty.redis``), or (b) the async caching proxy
-``ragperf.cacheproxy``. This benchmark starts, in a temporary directory under /var/tmp:
+``ragperf.systems.cacheproxy``. This benchmark starts, in a temporary directory under /var/tmp:
 
-* a throwaway Redis (``ragperf.rediscache.RedisServer``);
+* a throwaway Redis (``ragperf.systems.rediscache.RedisServer``);
 * a tiny upstream app on uvicorn (this file run with ``--serve-upstream PORT``) that answers ``/ask`` with a
   ~3 KB JSON answer in Vietnamese with its sources, and counts the requests it gets;
-* ``ragperf.cacheproxy`` in front of the app;
+* ``ragperf.systems.cacheproxy`` in front of the app;
 * nginx with Lua, rendered here: ``location = /ask`` reads the body (``ngx.req.read_body``), keys it with
   the hex sha1 of the raw bytes, GETs Redis over a keepalive pool and answers a hit itself; a miss goes to
   the app through an internal ``proxy_pass`` location (``ngx.location.capture``) and a 200 is stored with
   ``SET ... EX``;
-* nginx with its own ``proxy_cache`` (``ragperf.nginx``, cache on), for reference;
-* nginx as a plain reverse proxy (``ragperf.nginx``, cache off) in front of ``ragperf.cacheproxy``: the tier
+* nginx with its own ``proxy_cache`` (``ragperf.systems.nginx``, cache on), for reference;
+* nginx as a plain reverse proxy (``ragperf.systems.nginx``, cache off) in front of
+  ``ragperf.systems.cacheproxy``: the tier
   as deployed when nginx's own cache misses.
 
 Then, for one question, it measures a HIT through each (and the bare Redis GET from Python as the floor):
@@ -54,9 +55,9 @@ import httpx
 import redis.asyncio as aredis
 from pydantic import BaseModel
 
-from ragperf import nginx as rnginx
-from ragperf import procs
-from ragperf.rediscache import RedisConfig, RedisServer, redis_server_binary
+from ragperf.core import procs
+from ragperf.systems import nginx as rnginx
+from ragperf.systems.rediscache import RedisConfig, RedisServer, redis_server_binary
 
 log = logging.getLogger("cache_hit_overhead")
 
@@ -77,7 +78,7 @@ REDIS_LUA_MODULES = ("resty.redis", "nginx.redis")
 
 APPROACHES: tuple[tuple[str, str], ...] = (
     ("redis_get", "Redis GET from Python (floor)"),
-    ("cacheproxy", "ragperf.cacheproxy"),
+    ("cacheproxy", "ragperf.systems.cacheproxy"),
     ("nginx_lua", "nginx + Lua + resty.redis"),
     ("nginx_proxy_cache", "nginx proxy_cache (reference)"),
     ("nginx_cacheproxy", "nginx (no cache) -> cacheproxy"),
@@ -297,7 +298,8 @@ def worker_user() -> str | None:
 
 
 def render_lua_conf(support: LuaSupport, state_dir: Path, port: int, app_port: int, user: str | None) -> str:
-    """nginx.conf of the Lua variant: every file in ``state_dir``; logging and upstream pool as in ragperf.nginx."""
+    """nginx.conf of the Lua variant: every file in ``state_dir``; logging and upstream pool as in
+    ragperf.systems.nginx."""
     d = state_dir
     proxy = [
         "            proxy_http_version 1.1;",
@@ -422,7 +424,7 @@ class Stack:
 
     def start_cacheproxy(self, upstream: str, redis_url: str) -> str:
         port = procs.free_port()
-        argv = [sys.executable, "-m", "ragperf.cacheproxy", "--listen-port", str(port), "--upstream", upstream,
+        argv = [sys.executable, "-m", "ragperf.systems.cacheproxy", "--listen-port", str(port), "--upstream", upstream,
                 "--redis", redis_url, "--ttl", str(TTL_S), "--key-version", KEY_VERSION,
                 "--log-level", "warning"]  # fmt: skip
         return self.start_process("cacheproxy", argv, port, "/__cache/health")
@@ -752,7 +754,8 @@ def notes(support: LuaSupport, body_bytes: int, plan: Plan, load: tuple[float, f
         f"The {plan.rounds} measuring rounds alternate between the approaches so background load weighs on all. "
         "'client CPU' is the load client's CPU time over the wall time of the hits/s runs: near 100% means the "
         f"client, not the server, set the pace.{busy}",
-        "nginx runs 'worker_processes auto' (one worker per core); ragperf.cacheproxy runs as one uvicorn process.",
+        "nginx runs 'worker_processes auto' (one worker per core); ragperf.systems.cacheproxy runs as one uvicorn "
+        "process.",
         f"Lua key: hex sha1 of the raw request body ({LUA_KEY_PREFIX}<sha1>) via {support.redis_module}. This is a "
         "lower bound on the work a real Lua cache needs: Lua here has no Unicode library, so it cannot NFC-normalise, "
         "casefold or collapse spaces as the proxy does (questions that differ only in Unicode form, case or spacing "
@@ -812,8 +815,8 @@ def verdict(results: Sequence[Result], plan: Plan) -> str:
         "The Lua figure is a lower bound: its key is a sha1 of the raw bytes, so it cannot normalise Unicode (NFC, "
         "casefold, spacing) as the proxy does and shares fewer answers; it does not validate the JSON, has no single "
         "flight (concurrent misses of one question all reach the app) and only a per-request bypass when Redis fails "
-        "(no retry window: on a hung Redis every request waits out its 200 ms timeout), while ragperf.cacheproxy "
-        "already has all of these."
+        "(no retry window: on a hung Redis every request waits out its 200 ms timeout), while "
+        "ragperf.systems.cacheproxy already has all of these."
     )
     if max(lua.client_cpu_pct, chain.client_cpu_pct) >= 80:
         text += (
@@ -826,11 +829,15 @@ def verdict(results: Sequence[Result], plan: Plan) -> str:
     # A hit replaces a miss, which costs a whole RAG answer (retrieval + LLM generation, typically seconds): a few
     # ms per hit matter only when the tier runs out of hits per second.
     if diff <= 0:
-        text += " The proxy tier is no slower even before Lua gets those features: keep nginx -> ragperf.cacheproxy."
+        text += (
+            " The proxy tier is no slower even before Lua gets those features: keep nginx -> "
+            "ragperf.systems.cacheproxy."
+        )
     elif diff < 5.0:
         text += (
             f" A difference of {diff:.2f} ms per hit is small next to what a miss costs (a full RAG answer, typically "
-            "seconds), so the proxy's features decide: keep nginx -> ragperf.cacheproxy, and reconsider Lua (or run "
+            "seconds), so the proxy's features decide: keep nginx -> ragperf.systems.cacheproxy, and reconsider Lua "
+            "(or run "
             f"more proxy processes) only if the hit rate nears the {ceiling} one proxy process sustained here."
         )
     else:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from ragperf import procs
+from ragperf.core import procs
 
 REPO = Path(__file__).resolve().parents[1]
 

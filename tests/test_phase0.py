@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 import yaml
 
-from ragperf import lab, metrics, redact, runs
+from ragperf import lab, runs
+from ragperf.core import redact
+from ragperf.measure import metrics
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]

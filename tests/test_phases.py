@@ -19,8 +19,11 @@ import psycopg
 import pytest
 import yaml
 
-from ragperf import cachetier, lab, metrics, pgtune, procs, runs, tuning
-from ragperf.systems.postgres import appsearch, indexes
+from ragperf import lab, runs
+from ragperf.core import procs
+from ragperf.measure import metrics
+from ragperf.systems import cachetier
+from ragperf.systems.postgres import appsearch, indexes, pgtune, roles
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +104,7 @@ def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned,
         assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == []
         assert _embedding_type(conn) == "vector"
-        assert tuning.role_settings(conn, "sakana") == {}
+        assert roles.role_settings(conn, "sakana") == {}
     again = ragperf(env, "rollback", "phase1", "--run", run.id)
     assert again.returncode == 0 and "undid 0 change(s)" in again.stdout
     nothing_left = ragperf(env, "rollback", "phase1")
@@ -132,7 +135,7 @@ def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
     with _connect(lab_dir) as conn:
         assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == [] and _embedding_type(conn) == "vector"
-        assert tuning.role_settings(conn, "sakana") == {}
+        assert roles.role_settings(conn, "sakana") == {}
     (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id]
     assert not (second / "phase1" / "journal.jsonl").exists()
     assert (second / "phase1" / "metrics.json").exists()

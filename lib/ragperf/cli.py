@@ -11,8 +11,10 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from ragperf import lab, labdb, pginstall, redact
-from ragperf.runs import RunError
+from ragperf import lab
+from ragperf.core import redact
+from ragperf.lab import labdb, pginstall
+from ragperf.runs import RunError, rollback
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ def _cmd_lab_status(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from ragperf import execute
+    from ragperf.runs import execute
 
     run = execute.run(args.phase, profile=args.profile, target=args.target, params_files=args.params or (),
                       run_id=args.run_id)  # fmt: skip
@@ -56,7 +58,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from ragperf import report, runs
+    from ragperf import runs
+    from ragperf.runs import report
 
     run_id = args.run_id or next(iter(runs.list_runs()), None)
     if run_id is None:
@@ -66,9 +69,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from ragperf import compare
+    from ragperf import runs
+    from ragperf.measure import compare
 
-    table, heading = compare.compare_runs(args.baseline, args.current)
+    table, heading = runs.compare_runs(args.baseline, args.current)
     print(heading)
     print(compare.compare_text(table))
     if args.csv:
@@ -84,15 +88,17 @@ def _cmd_lab_reset(args: argparse.Namespace) -> int:
 
 
 def _cmd_rollback(args: argparse.Namespace) -> int:
-    from ragperf import params, targetlock, tuning
+    from ragperf import runs
+    from ragperf.core import params, targetlock
 
     params.check_phase(args.phase)
-    run_id = args.run or next(iter(tuning.outstanding_runs(args.phase)), None)
+    run_id = args.run or next(iter(rollback.outstanding_runs(args.phase)), None)
     if run_id is None:
         raise RunError(f"no run in outputs/ has {args.phase} changes left to undo (give --run to check one)")
-    target = targetlock.recorded_target(run_id, args.phase)
+    recorded = params.Params.model_validate(runs.open_run(run_id).recorded_params(args.phase))
+    target = targetlock.params_target(recorded, lab.default_lab_dir())
     with targetlock.held(target, command=targetlock.command_line()):  # not while a run holds the target
-        result = tuning.rollback_run(run_id, args.phase)
+        result = rollback.rollback_run(run_id, args.phase)
     print(result.text())
     return 1 if result.differences else 0
 
@@ -102,7 +108,7 @@ def _cache_dir(args: argparse.Namespace) -> Path:
 
 
 def _cmd_cache_purge(args: argparse.Namespace) -> int:
-    from ragperf import cachetier
+    from ragperf.systems import cachetier
 
     base = _cache_dir(args)
     now = cachetier.running(base)
@@ -114,7 +120,7 @@ def _cmd_cache_purge(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_status(args: argparse.Namespace) -> int:
-    from ragperf import cachetier
+    from ragperf.systems import cachetier
 
     now = cachetier.running(_cache_dir(args))
     for name in cachetier.PARTS:

@@ -1,6 +1,6 @@
 """The legacy service is frozen: no phase, and no test, may change it."""
 
-from ragperf import frozen
+from ragperf.lab import frozen
 
 
 def test_legacy_files_match_the_manifest():

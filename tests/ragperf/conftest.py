@@ -9,7 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ragperf import labdb, pginstall, procs
+from ragperf.core import procs
+from ragperf.lab import labdb, pginstall
 
 PASSWORD = "pgtune-test-only"
 DEBIAN_15 = Path("/usr/lib/postgresql/15/bin")

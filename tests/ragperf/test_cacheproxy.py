@@ -1,7 +1,7 @@
 """The cache add-on against a real Redis and a real (tiny) upstream app over HTTP; nothing is mocked.
 
 The upstream runs in this process on uvicorn (a thread), so the tests can count what reached it; the
-proxy runs as its own process (``python -m ragperf.cacheproxy``, started by :class:`ProxyServer`), as it
+proxy runs as its own process (``python -m ragperf.systems.cacheproxy``, started by :class:`ProxyServer`), as it
 will in the lab.
 """
 
@@ -32,8 +32,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from ragperf import cacheproxy, procs, rediscache
-from ragperf.cacheproxy import (
+from ragperf.core import procs
+from ragperf.core.changes import Change, ChangeError
+from ragperf.systems import cacheproxy, rediscache
+from ragperf.systems.cacheproxy import (
     BYPASS,
     COALESCED,
     HIT,
@@ -46,8 +48,7 @@ from ragperf.cacheproxy import (
     cache_key,
     normalise_question,
 )
-from ragperf.changes import Change, ChangeError
-from ragperf.rediscache import RedisConfig, RedisServer
+from ragperf.systems.rediscache import RedisConfig, RedisServer
 
 pytestmark = pytest.mark.skipif(
     not Path(rediscache.redis_server_binary()).exists(), reason="redis-server is not installed"
@@ -536,7 +537,7 @@ def test_server_starts_answers_and_is_stopped_by_its_record_from_another_process
         assert (now["health"]["misses"], now["health"]["hits"], now["health"]["redis_up"]) == (1, 1, True)
         assert fresh.health()["stored"] == 1
 
-        stop = "import sys; from ragperf.cacheproxy import ProxyServer; print(ProxyServer(sys.argv[1]).stop())"
+        stop = "import sys; from ragperf.systems.cacheproxy import ProxyServer; print(ProxyServer(sys.argv[1]).stop())"
         done = subprocess.run(
             [sys.executable, "-c", stop, str(cfg.state_dir)], capture_output=True, text=True, timeout=30
         )
@@ -570,7 +571,8 @@ def test_a_server_that_does_not_come_up_in_time_is_stopped_with_its_log(lab):
     server = ProxyServer(cfg.state_dir, timeout=0.0)
     with pytest.raises(ProxyError, match="did not answer .*/__cache/health within 0 s") as failed:
         server.start(cfg)
-    assert "ragperf starts:" in str(failed.value) and "ragperf.cacheproxy" in str(failed.value)  # the log's tail
+    # the log's tail
+    assert "ragperf starts:" in str(failed.value) and "ragperf.systems.cacheproxy" in str(failed.value)
     assert not server.running and not server.record_path.exists()
     assert procs.port_is_free(cfg.listen_port)
 

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import pytest
 
-from ragperf import changes
-from ragperf.changes import Change, ChangeError, Journal, RolledBack
+from ragperf.core import changes
+from ragperf.core.changes import Change, ChangeError, Journal, RolledBack
 
 
 class Store:

@@ -10,8 +10,8 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.font_manager import font_scalings
 
-from ragperf import charts, compare, metrics
-from ragperf.metrics import Slo
+from ragperf.measure import charts, compare, metrics
+from ragperf.measure.metrics import Slo
 
 
 def step_records(users, latency_s, failed=0, scenario="ladder") -> pd.DataFrame:
@@ -123,7 +123,7 @@ def test_charts_show_in_a_notebook_without_pyplot(ladder):
 
 
 def test_the_chart_module_leaves_pyplot_alone():
-    code = "import sys, ragperf.charts, ragperf.compare; assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys, ragperf.measure.charts, ragperf.measure.compare; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 

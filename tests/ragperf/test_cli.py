@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ragperf import cli, lab, redact
+from ragperf import cli, lab
+from ragperf.core import redact
 
 SECRET = "Wv3-cli-SECRET-6620"
 ENV_SECRETS = {"RAGPERF_PGPASSWORD": "Env-pg-cli-7701", "PGPASSWORD": "Env-libpq-cli-7702",

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragperf import compare, metrics
+from ragperf.measure import compare, metrics
 
 
 def records(latencies, *, scenario="fixed", users=10, ok=True) -> pd.DataFrame:

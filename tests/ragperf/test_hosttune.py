@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ragperf import hosttune
-from ragperf.changes import Change, ChangeError, Journal, NotAllowed, RolledBack, apply, rollback
-from ragperf.hosttune import HostApplier, plan, read_current, render_dropin
+from ragperf.core.changes import Change, ChangeError, Journal, NotAllowed, RolledBack, apply, rollback
+from ragperf.systems import hosttune
+from ragperf.systems.hosttune import HostApplier, plan, read_current, render_dropin
 
 STOCK = {"vm.swappiness": 60, "vm.dirty_ratio": 20, "vm.dirty_background_ratio": 10, "fs.file-max": 9223372036854775807}
 

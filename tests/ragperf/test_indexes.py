@@ -25,7 +25,8 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ragperf import changes, labdb, procs
+from ragperf.core import changes, procs
+from ragperf.lab import labdb
 from ragperf.systems.postgres import appsearch, embeddings, indexbuild, indexes
 
 ROWS = 20_000

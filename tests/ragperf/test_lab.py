@@ -9,8 +9,10 @@ import stat
 import psycopg
 import pytest
 
-from ragperf import lab, labdb, procs
+from ragperf import lab
 from ragperf.cli import main
+from ragperf.core import procs
+from ragperf.lab import labdb
 
 
 def test_status_names_every_process_and_hides_the_password(lab_up, lab_dir):

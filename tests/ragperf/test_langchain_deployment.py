@@ -29,8 +29,13 @@ from langchain_postgres import PGVector
 from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
-from ragperf import changes, labdb, params, pginstall, phase, phase1, procs, runs, tuning
-from ragperf.systems.postgres import appsearch, embeddings, indexbuild, indexes, serving
+from ragperf import runs
+from ragperf.core import changes, params, procs
+from ragperf.lab import labdb, pginstall
+from ragperf.phases import phase, phase1
+from ragperf.runs import targets
+from ragperf.systems import tuning
+from ragperf.systems.postgres import access, appsearch, embeddings, indexbuild, indexes, roles, serving
 
 DIMS = 768
 ROWS = 20_000
@@ -167,9 +172,9 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
     database: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     p = _deployment(database, tmp_path, monkeypatch, collection=COLLECTION)
-    target = phase.resolve_target(p)
+    target = targets.resolve_target(p)
     assert (target.kind, target.collection, target.app_role) == ("deployment", COLLECTION, APP_ROLE)
-    kinds, connect = tuning.appliers(target, p, progress=False), tuning.connector(target)
+    kinds, connect = tuning.appliers(target, p, progress=False), access.connector(target)
     run = runs.new_run("smoke")
     ctx = phase.PhaseContext("phase1", p, run, run.path / "phase1", target)
     journal = changes.Journal(ctx.dir())
@@ -230,7 +235,7 @@ def test_phase1_as_a_deployment_makes_hnsw_serve_langchains_own_searches(
                                               doc_type="luat")  # fmt: skip
         role = phase1.role_settings(ctx, recall, recall_filtered, conn)
     assert role.plan and {c.details["role"] for c in role.plan} == {APP_ROLE} and f'"{APP_ROLE}"' in role.advice
-    changes.apply([(kinds[tuning.ROLE_KIND], role.plan)], journal)
+    changes.apply([(kinds[roles.ROLE_KIND], role.plan)], journal)
     app = psycopg.connect(f"host=127.0.0.1 port={database.port} dbname=rag_prod user={APP_ROLE}", password=APP_PASSWORD)
     with app:
         app.execute("SELECT '[1]'::vector")  # pgvector's settings exist once it is loaded

@@ -13,10 +13,16 @@ import psutil
 import pytest
 from aiohttp import web
 
-from ragperf import loadgen
-from ragperf.loadgen import engine, recording
-from ragperf.loadgen.recording import RECORD_COLUMNS, RECORD_DTYPES, WorkloadCursor, classify, classify_exception
-from ragperf.workload import WorkItem
+from ragperf.measure import loadgen
+from ragperf.measure.loadgen import engine, recording
+from ragperf.measure.loadgen.recording import (
+    RECORD_COLUMNS,
+    RECORD_DTYPES,
+    WorkloadCursor,
+    classify,
+    classify_exception,
+)
+from ragperf.measure.workload import WorkItem
 
 SERVER_SLEEP_S = 0.05
 
@@ -192,7 +198,8 @@ def test_generator_note_says_when_the_generator_was_saturated():
 
 def test_importing_the_package_does_not_import_locust_or_gevent():
     code = (
-        "import sys, ragperf.loadgen as g; print(sorted(m for m in sys.modules if m.startswith(('locust', 'gevent'))))"
+        "import sys, ragperf.measure.loadgen as g; "
+        "print(sorted(m for m in sys.modules if m.startswith(('locust', 'gevent'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -5,8 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ragperf import criteria, metrics
-from ragperf.metrics import Slo
+from ragperf.core import criteria
+from ragperf.measure import metrics
+from ragperf.measure.metrics import Slo
 
 
 def make_records(

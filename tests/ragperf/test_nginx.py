@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from ragperf import nginx, procs
-from ragperf.changes import Change
+from ragperf.core import procs
+from ragperf.core.changes import Change
+from ragperf.systems import nginx
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from ragperf import cli, params
-from ragperf.params import ParamsError
+from ragperf import cli
+from ragperf.core import params
+from ragperf.core.params import ParamsError
 
 
 def _file(tmp_path: Path, data: dict, name: str = "p.yaml") -> Path:
@@ -365,7 +366,7 @@ def test_the_cli_checks_a_deployment_before_its_run_directory_exists(tmp_path: P
 
 
 def test_a_notebook_checks_its_target_before_its_run_directory_exists(tmp_path: Path, monkeypatch):
-    from ragperf import phase
+    from ragperf.phases import phase
 
     monkeypatch.setenv("RAGPERF_OUTPUTS", str(tmp_path / "outputs"))
     with pytest.raises(ParamsError, match="target.dsn is required on a deployment for phase1"):

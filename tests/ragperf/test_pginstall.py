@@ -2,7 +2,7 @@ import subprocess
 
 import pytest
 
-from ragperf import pginstall
+from ragperf.lab import pginstall
 
 
 def test_embedded_postgres_has_pgvector_and_contrib():

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragperf.changes import Change, ChangeError, NotAllowed
-from ragperf.pgtune import (
+from ragperf.core.changes import Change, ChangeError, NotAllowed
+from ragperf.systems.postgres.pgtune import (
     GB,
     KB,
     MB,

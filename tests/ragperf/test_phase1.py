@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ragperf import criteria, phase, phase1
-from ragperf.params import Params
-from ragperf.target import Target
+from ragperf.core import criteria
+from ragperf.core.params import Params
+from ragperf.core.target import Target
+from ragperf.phases import phase, phase1
 
 LEGACY_APP = Path(__file__).resolve().parents[2] / "lab" / "legacy" / "app.py"
 

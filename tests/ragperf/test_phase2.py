@@ -17,8 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from ragperf import cacheproxy, cachetier, changes, metrics, nginx, phase, phase2, procs, rediscache, tuning
-from ragperf.params import Params
+from ragperf.core import changes, procs
+from ragperf.core.params import Params
+from ragperf.measure import metrics
+from ragperf.phases import phase, phase2
+from ragperf.systems import cacheproxy, cachetier, nginx, rediscache, tuning
 
 pytestmark = pytest.mark.lab
 QUICK = Path(__file__).resolve().parents[1] / "params" / "quick.yaml"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from ragperf import changes, procs
-from ragperf.procs import log_tail
+from ragperf.core import changes, procs
+from ragperf.core.procs import log_tail
 
 
 def _sleeper(tmp_path):

@@ -6,7 +6,7 @@ import io
 
 from tqdm import tqdm as text_tqdm
 
-from ragperf import progress
+from ragperf.core import progress
 
 
 def test_headless_bars_are_text_and_end_at_their_final_state(monkeypatch):

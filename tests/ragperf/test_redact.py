@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import BaseModel, SecretStr
 
-from ragperf import redact
+from ragperf.core import redact
 
 SECRET = 'Xk9"pw/Zq-7tLm'  # a quote and a slash: JSON and URL forms differ from the raw one
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from ragperf import procs, rediscache
-from ragperf.changes import Change, ChangeError
-from ragperf.rediscache import POLICIES, RedisApplier, RedisConfig, RedisServer, plan, render
+from ragperf.core import procs
+from ragperf.core.changes import Change, ChangeError
+from ragperf.systems import rediscache
+from ragperf.systems.rediscache import POLICIES, RedisApplier, RedisConfig, RedisServer, plan, render
 
 pytestmark = pytest.mark.skipif(
     not Path(rediscache.redis_server_binary()).exists(), reason="redis-server is not installed"
@@ -127,7 +128,7 @@ def test_start_info_and_stop_by_recorded_pid(base):
         assert server.start(cfg).pid == proc.pid  # same configuration: left running
 
         # Another process stops it from the record in the state directory alone.
-        code = f"from ragperf.rediscache import RedisServer; print(RedisServer({str(cfg.state_dir)!r}).stop())"
+        code = f"from ragperf.systems.rediscache import RedisServer; print(RedisServer({str(cfg.state_dir)!r}).stop())"
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True)
         assert out.stdout.strip() == "True"
         assert not procs.is_alive(proc) and not server.running

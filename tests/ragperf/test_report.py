@@ -11,7 +11,9 @@ import zlib
 import nbformat
 import pytest
 
-from ragperf import redact, report, runs
+from ragperf import runs
+from ragperf.core import redact
+from ragperf.runs import report
 
 PLANTED = "planted-pw-6Hq2x"
 

@@ -10,7 +10,8 @@ from datetime import UTC, datetime
 import pytest
 import yaml
 
-from ragperf import redact, runs
+from ragperf import runs
+from ragperf.core import redact
 
 
 @pytest.fixture(autouse=True)

@@ -7,10 +7,11 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from ragperf import params, scenarios
-from ragperf.loadgen import LoadResult
-from ragperf.loadgen.engine import records_frame
-from ragperf.workload import WorkItem
+from ragperf.core import params
+from ragperf.measure import scenarios
+from ragperf.measure.loadgen import LoadResult
+from ragperf.measure.loadgen.engine import records_frame
+from ragperf.measure.workload import WorkItem
 
 ITEMS = [WorkItem(f"câu hỏi số {i}", "fast", i) for i in range(50)]
 

@@ -1,7 +1,7 @@
 """One run at a time on a target: a second run, a rollback or a lab reset is refused at once, naming the holder;
 a holder that dies releases the target; a run's own children go on under its hold.
 
-The holder is a real process that takes the lock through ragperf.targetlock and sleeps. No lab is needed:
+The holder is a real process that takes the lock through ragperf.core.targetlock and sleeps. No lab is needed:
 the refusal comes before anything touches the lab.
 """
 
@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ragperf import changes, execute, params, runs, targetlock
+from ragperf import runs
+from ragperf.core import changes, params, targetlock
+from ragperf.runs import execute
 
 HOLDER_RUN = "20261201T224003Z-0a80853-smoke"
 HOLDER_COMMAND = "`ragperf run phase1`"
@@ -28,7 +30,7 @@ DSN = "host=db.example port=6543 dbname=rag_bidding_v2 user=sakana"
 
 HOLDER = """
 import sys, time
-from ragperf import targetlock
+from ragperf.core import targetlock
 target = targetlock.deployment_target(sys.argv[2]) if sys.argv[2] else targetlock.lab_target(sys.argv[1])
 hold = targetlock.acquire(target, command=sys.argv[3], run_id=sys.argv[4])
 print(hold.token, flush=True)
@@ -37,7 +39,7 @@ time.sleep(300)
 
 CHILD = """
 import sys
-from ragperf import targetlock
+from ragperf.core import targetlock
 target = targetlock.lab_target(sys.argv[1])
 if sys.argv[2] == "held":
     with targetlock.held(target, command="`child`") as hold:

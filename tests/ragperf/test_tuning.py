@@ -5,10 +5,15 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
-from ragperf import changes, labdb, pgtune, runs, tuning
-from ragperf.changes import Change, NotAllowed
-from ragperf.params import Params
-from ragperf.phase import Target, TargetError
+from ragperf import runs
+from ragperf.core import changes
+from ragperf.core.changes import Change, NotAllowed
+from ragperf.core.params import Params
+from ragperf.lab import labdb
+from ragperf.core.target import Target, TargetError
+from ragperf.runs import rollback
+from ragperf.systems import hosttune, tuning
+from ragperf.systems.postgres import access, pgtune, roles
 
 
 def deployment(host: dict | None = None, command: str | None = "sudo systemctl restart postgresql@15-main",
@@ -20,21 +25,21 @@ def deployment(host: dict | None = None, command: str | None = "sudo systemctl r
 
 def test_role_settings_are_planned_only_where_they_differ():
     desired = {"hnsw.ef_search": "40", "hnsw.iterative_scan": "strict_order"}
-    planned = tuning.plan_role_settings("sakana", {"hnsw.ef_search": "40"}, desired, "why")
+    planned = roles.plan_role_settings("sakana", {"hnsw.ef_search": "40"}, desired, "why")
     assert [(c.key, c.before, c.after) for c in planned] == [
         ("role_setting:sakana.hnsw.iterative_scan", None, "strict_order")
     ]
     assert planned[0].details == {"role": "sakana", "setting": "hnsw.iterative_scan"}
-    assert tuning.plan_role_settings("sakana", {"hnsw.ef_search": "64"}, {"hnsw.ef_search": 64}, "why") == []
+    assert roles.plan_role_settings("sakana", {"hnsw.ef_search": "64"}, {"hnsw.ef_search": 64}, "why") == []
 
 
 def test_a_deployment_is_restarted_only_with_an_explicit_yes():
     target = Target("deployment", "http://db.example:8000", "host=db.example dbname=x user=y")
-    restart, hint = tuning.restarter(target, deployment())
+    restart, hint = access.restarter(target, deployment())
     assert restart is None and hint == "sudo systemctl restart postgresql@15-main"
-    restart, _ = tuning.restarter(target, deployment(allow_restart=True))
+    restart, _ = access.restarter(target, deployment(allow_restart=True))
     assert callable(restart)
-    restart, hint = tuning.restarter(target, deployment(command=None, allow_restart=True))
+    restart, hint = access.restarter(target, deployment(command=None, allow_restart=True))
     assert restart is None and "systemctl restart postgresql" in hint
 
 
@@ -58,16 +63,16 @@ def test_host_changes_need_their_own_yes_and_never_happen_on_the_lab():
 def test_a_deployments_host_facts_come_from_the_parameters():
     target = Target("deployment", "http://db.example:8000", "host=db.example dbname=x user=y")
     with pytest.raises(TargetError, match="target.host is needed.*memory_gb, cpus and disk"):
-        tuning.host_facts(target, deployment())
+        hosttune.host_facts(target, deployment())
     params = deployment(host={"memory_gb": 64, "cpus": 16, "disk": "nvme"})
     snapshot = {"max_connections": {"setting": "100"}, "server_version_num": {"setting": "150004"}}
-    facts = pgtune.facts_from(snapshot, tuning.host_facts(target, params))
+    facts = pgtune.facts_from(snapshot, hosttune.host_facts(target, params))
     assert (facts.memory_bytes, facts.cpus, facts.disk, facts.pg_major) == (64 * pgtune.GB, 16, "nvme", 15)
 
 
 def test_no_dsn_is_a_clear_error():
     with pytest.raises(TargetError, match="set target.dsn"):
-        tuning.connector(Target("deployment", "http://db.example:8000"))
+        access.connector(Target("deployment", "http://db.example:8000"))
 
 
 # --- against real servers: PostgreSQL 18 (embedded) and Debian's 15 --------------------------------------------
@@ -89,29 +94,29 @@ def test_rollback_of_a_phase_restores_pg_settings_role_settings_and_indexes(serv
     out.mkdir()
     appliers = tuning.appliers(target, params, progress=False)
     before = appliers[pgtune.KIND].snapshot()
-    tuning.save_settings_before(out, before)
+    rollback.save_settings_before(out, before)
     online = [c for c in pgtune.plan_settings(pgtune.facts_from(before, {"memory_total_bytes": 4 * pgtune.GB,
               "cpu_usable": 2, "disk": {"kind": "ssd"}}), before) if not c.restart]  # fmt: skip
     assert {"work_mem", "jit", "random_page_cost"} <= {c.name for c in online}
-    role = tuning.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
+    role = roles.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
     index = Change("index", "ragperf_t_a", None, "btree (a)", "why", details={
         "regclass": "public.ragperf_t_a", "sql": "CREATE INDEX CONCURRENTLY ragperf_t_a ON t (a)",
         "undo_sql": "DROP INDEX CONCURRENTLY IF EXISTS ragperf_t_a"})  # fmt: skip
     journal = changes.Journal(out)
     changes.apply(changes.groups([*online, *role, index], appliers), journal)
     with server.connect() as conn:
-        assert tuning.role_settings(conn, "app") == {"work_mem": "16MB"}
+        assert roles.role_settings(conn, "app") == {"work_mem": "16MB"}
         assert conn.execute("SELECT to_regclass('ragperf_t_a')").fetchone()[0] is not None
     assert pgtune.settings_differences(before, appliers[pgtune.KIND].snapshot()) != []
 
-    result = tuning.rollback_phase(run, "phase1", target, params)
+    result = rollback.rollback_phase(run, "phase1", target, params)
     assert result.differences == [] and len(result.undone) == len(online) + 2
     assert "identical to the snapshot" in result.text()
     with server.connect() as conn:
-        assert tuning.role_settings(conn, "app") == {}
+        assert roles.role_settings(conn, "app") == {}
         assert conn.execute("SELECT to_regclass('ragperf_t_a')").fetchone()[0] is None
-    assert tuning.outstanding_runs("phase1") == []
-    assert tuning.rollback_phase(run, "phase1", target, params).undone == []
+    assert rollback.outstanding_runs("phase1") == []
+    assert rollback.rollback_phase(run, "phase1", target, params).undone == []
 
 
 def test_a_failure_mid_phase_on_a_real_server_leaves_nothing_applied(server, tmp_path):
@@ -129,12 +134,12 @@ def test_a_failure_mid_phase_on_a_real_server_leaves_nothing_applied(server, tmp
     broken = Change("index", "ragperf_t_missing", None, "btree (nope)", "why", details={
         "regclass": "public.ragperf_t_missing", "sql": "CREATE INDEX CONCURRENTLY ragperf_t_missing ON t (nope)",
         "undo_sql": "DROP INDEX CONCURRENTLY IF EXISTS ragperf_t_missing"})  # fmt: skip
-    role = tuning.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
+    role = roles.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
     journal = changes.Journal(tmp_path)
     with pytest.raises(changes.RolledBack, match=r"index:ragperf_t_missing failed .*column \"nope\" does not exist"):
         changes.apply(changes.groups([*online, *role, broken], appliers), journal)
     assert pgtune.settings_differences(before, appliers[pgtune.KIND].snapshot()) == []
     with server.connect() as conn:
-        assert tuning.role_settings(conn, "app") == {}
+        assert roles.role_settings(conn, "app") == {}
         assert conn.execute("SELECT to_regclass('ragperf_t_missing')").fetchone()[0] is None
     assert journal.outstanding() == []

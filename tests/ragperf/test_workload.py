@@ -4,13 +4,13 @@ from collections import Counter
 
 import pytest
 
-from ragperf.workload import (
+from ragperf.core.querylog import validate_log_file
+from ragperf.measure.workload import (
     WorkItem,
     WorkloadError,
     in_order_workload,
     read_workload_jsonl,
     replay_workload,
-    validate_log_file,
     write_workload_jsonl,
     zipf_workload,
 )
@@ -77,7 +77,7 @@ def test_replay_csv_with_mode(tmp_path):
 def test_replay_csv_without_mode_skips_empty_questions(tmp_path, caplog):
     path = tmp_path / "log.csv"
     path.write_text('question\nfirst?\n""\n   \n"second, with a comma?"\n')
-    with caplog.at_level(logging.WARNING, logger="ragperf.workload"):
+    with caplog.at_level(logging.WARNING, logger="ragperf.measure.workload"):
         items = replay_workload(path)
     assert [(i.question, i.mode) for i in items] == [("first?", "fast"), ("second, with a comma?", "fast")]
     assert "skipped 2 rows with an empty question" in caplog.text

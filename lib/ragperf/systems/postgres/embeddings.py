@@ -14,7 +14,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
-from ragperf.changes import ChangeError
+from ragperf.core.changes import ChangeError
 
 TABLE = "langchain_pg_embedding"
 

@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from ragperf.changes import Change, ChangeError, own
-from ragperf.progress import bar as progress_bar
+from ragperf.core.changes import Change, ChangeError, own
+from ragperf.core.progress import bar as progress_bar
 from ragperf.systems.postgres.embeddings import EMBEDDING, pretty_bytes
 from ragperf.systems.postgres.indexes import ANALYZE_KIND, hnsw_graph_bytes
 

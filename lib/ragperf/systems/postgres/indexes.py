@@ -6,7 +6,7 @@ class of that distance operator can serve it, and pgvector refuses to build one 
 column without dimensions, which is how LangChain creates it when ``embedding_length`` is unset.
 
 :func:`plan` turns a :class:`~ragperf.systems.postgres.embeddings.Schema` into
-:class:`~ragperf.changes.Change` records; :mod:`~ragperf.systems.postgres.indexbuild` makes and
+:class:`~ragperf.core.changes.Change` records; :mod:`~ragperf.systems.postgres.indexbuild` makes and
 unmakes them; :mod:`~ragperf.systems.postgres.appsearch` and :mod:`~ragperf.systems.postgres.serving`
 show whether the app's real query uses them and what they cost in recall.
 """
@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
-from ragperf.changes import Change, ChangeError
+from ragperf.core.changes import Change, ChangeError
 from ragperf.systems.postgres.embeddings import EMBEDDING, Schema, check_key, ident, pretty_bytes
 
 HNSW_INDEX = "ragperf_embedding_hnsw"
@@ -124,7 +124,7 @@ def competitors(planned: Iterable[Change]) -> list[Change]:
     """The planned B-trees that lead with collection_id: the planner may take one for the app's search
     (``WHERE collection_id = $1 ORDER BY embedding <=> $2``) instead of HNSW, so each is built on its own,
     after HNSW, and kept only when it serves its own query and leaves the app's search no slower
-    (:func:`ragperf.serving.adopt`)."""
+    (:func:`ragperf.systems.postgres.serving.adopt`)."""
     return [c for c in planned if c.details.get("competes_with_hnsw")]
 
 

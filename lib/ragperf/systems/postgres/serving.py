@@ -21,8 +21,8 @@ import numpy as np
 import pandas as pd
 import psycopg
 
-from ragperf import changes
-from ragperf.changes import Applier, Change, Journal
+from ragperf.core import changes
+from ragperf.core.changes import Applier, Change, Journal
 from ragperf.systems.postgres import appsearch, embeddings, indexes
 
 SHAPES = {"fast": "fast: ORDER BY embedding <=> q LIMIT k", "quality": "quality: + jsonb_path_match filter"}
