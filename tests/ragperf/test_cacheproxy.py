@@ -603,7 +603,7 @@ def test_applier_is_idempotent_restarts_on_change_and_undo_leaves_nothing_runnin
         applier.undo([start])  # undo of a stopped add-on does nothing
         assert not server.running
 
-        with pytest.raises(ChangeError, match="makes 'cacheproxy' changes only, not redis:cache"):
+        with pytest.raises(ChangeError, match="makes only 'cacheproxy' changes, not redis:cache"):
             applier.apply([replace(start, kind="redis")])
         assert not server.running
     finally:

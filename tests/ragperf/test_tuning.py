@@ -9,8 +9,8 @@ from ragperf import runs
 from ragperf.core import changes
 from ragperf.core.changes import Change, NotAllowed
 from ragperf.core.params import Params
-from ragperf.lab import labdb
 from ragperf.core.target import Target, TargetError
+from ragperf.lab import labdb
 from ragperf.runs import rollback
 from ragperf.systems import hosttune, tuning
 from ragperf.systems.postgres import access, pgtune, roles

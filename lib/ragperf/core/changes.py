@@ -108,7 +108,7 @@ def own(applier: Applier, changes: Sequence[Change]) -> Sequence[Change]:
     """``changes`` when every one is of ``applier.kind``; else a ChangeError naming the strays."""
     other = sorted({c.key for c in changes if c.kind != applier.kind})
     if other:
-        raise ChangeError(f"{type(applier).__name__} makes {applier.kind!r} changes only, not {', '.join(other)}")
+        raise ChangeError(f"{type(applier).__name__} makes only {applier.kind!r} changes, not {', '.join(other)}")
     return changes
 
 

@@ -94,9 +94,7 @@ class LabState:
             "corpus": self.corpus,
             "llm_base_url": self.llm_base_url,
         }
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(self.path)
+        procs.write_atomic(self.path, json.dumps(data, indent=2) + "\n")
 
     def alive(self, name: str) -> bool:
         return name in self.processes and procs.is_alive(self.processes[name])

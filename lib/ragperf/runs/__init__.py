@@ -31,6 +31,7 @@ import psycopg
 import yaml
 from pydantic import SecretStr
 
+from ragperf.core import procs
 from ragperf.core.params import REPO_ROOT
 from ragperf.core.redact import (
     MIN_SECRET_LENGTH,
@@ -45,6 +46,7 @@ from ragperf.lab import frozen
 from ragperf.measure import compare
 from ragperf.measure.metrics import read_metrics_json
 from ragperf.systems import hosttune
+from ragperf.systems.postgres import pgtune
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +173,7 @@ def new_run(profile: str, run_id: str | None = None) -> Run:
         "git": git,
         "phases": {},
     }
-    _write_atomic(run.manifest_path, _dump(skeleton))
+    procs.write_atomic(run.manifest_path, _dump(skeleton))
     log.info("new run %s", run.path)
     return run
 
@@ -338,8 +340,8 @@ def write_manifest(
         for path, content in ((run.manifest_path, text), (phase_path / "params.yaml", params_yaml)):
             if hints := find_secrets(content.encode(), secrets):
                 raise SecretLeakError(f"refusing to write {path}: it would contain a known secret ({hints[0]})")
-        _write_atomic(phase_path / "params.yaml", params_yaml)
-        _write_atomic(run.manifest_path, text)
+        procs.write_atomic(phase_path / "params.yaml", params_yaml)
+        procs.write_atomic(run.manifest_path, text)
     return run.manifest_path
 
 
@@ -375,16 +377,17 @@ def pg_settings_snapshot(conninfo: str, password: SecretStr | str | None = None)
         options["connect_timeout"] = 10
     try:
         with psycopg.connect(conninfo, **options) as conn:
-            rows = conn.execute("SELECT name, setting, unit, source, pending_restart FROM pg_settings ORDER BY name")
-            return {
-                name: {"setting": scrub_text(setting) if setting else setting, **dict(zip(_COLUMNS, rest, strict=True))}
-                for name, setting, *rest in rows
-            }
+            snapshot = pgtune.settings_snapshot(conn)
     except psycopg.Error as exc:
         message = scrub_text(str(exc))
         for known in [secret, *embedded_passwords(conninfo)]:
             message = message.replace(known, "***") if known else message
         raise RunError(f"could not read pg_settings: {message}") from None
+    return {
+        name: {"setting": scrub_text(row["setting"]) if row["setting"] else row["setting"],
+               **{column: row[column] for column in _COLUMNS}}
+        for name, row in snapshot.items()
+    }  # fmt: skip
 
 
 def _snapshot_or_error(conninfo: str | None, password: SecretStr | str | None) -> dict[str, Any] | None:
@@ -418,12 +421,6 @@ def legacy_status() -> dict[str, Any]:
 
 def _dump(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragperf import runs
+from ragperf.core import procs
 from ragperf.core.redact import SecretLeakError, find_secrets, known_secrets, scan_for_secrets
 
 if TYPE_CHECKING:
@@ -77,9 +78,7 @@ def render_report(run_id_or_path: str | Path, *, secret_files: Iterable[Path] | 
             f"refusing to write {target}: it would contain a known secret ({hints[0]}); "
             f"found in {', '.join(sources) if sources else 'the rendered page only'}"
         )
-    tmp = target.with_name(f".{REPORT_NAME}.{os.getpid()}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, target)
+    procs.write_atomic(target, page)
     log.info("report of run %s: %s", run.id, target)
     return target
 

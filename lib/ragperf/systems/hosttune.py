@@ -27,7 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ragperf.core.changes import Change, ChangeError, NotAllowed
+from ragperf.core import procs
+from ragperf.core.changes import Change, ChangeError, NotAllowed, own
 from ragperf.core.params import Params
 from ragperf.core.target import Target, TargetError
 from ragperf.systems.postgres import pgtune
@@ -180,7 +181,7 @@ class HostApplier:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """Write the drop-in (only if its content differs), then each value to /proc/sys."""
-        self._own(changes)
+        own(self, changes)
         for change in changes:
             if change.details.get("plan_only"):
                 log.info("%s is plan only, not applied: %s", change.name, change.reason)
@@ -191,15 +192,13 @@ class HostApplier:
         text = render_dropin(sysctls)
         if not self.dropin.exists() or self.dropin.read_text() != text:
             self.dropin.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.dropin.with_suffix(".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.dropin)
+            procs.write_atomic(self.dropin, text)
         for change in sysctls:
             self._write(change.name, change.after)
 
     def undo(self, changes: Sequence[Change]) -> None:
         """Write back each ``before`` value and remove the drop-in; idempotent, a no-op when nothing is left."""
-        self._own(changes)
+        own(self, changes)
         sysctls = _sysctl_changes(changes)
         if not sysctls:
             return
@@ -212,11 +211,6 @@ class HostApplier:
         for change in to_restore:
             self._write(change.name, change.before)
         self.dropin.unlink(missing_ok=True)
-
-    def _own(self, changes: Sequence[Change]) -> None:
-        others = sorted({c.key for c in changes if c.kind != KIND})
-        if others:
-            raise ChangeError(f"HostApplier makes only '{KIND}' changes, not {', '.join(others)}")
 
     def _read(self, key: str) -> int | None:
         try:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ragperf.core import procs
 from ragperf.measure.workload import WorkItem
 
 # The record schema; metrics elsewhere are computed from these columns.
@@ -313,6 +313,4 @@ class RecordSink:
 
 def write_status(path: Path, **status: object) -> None:
     """Replace a small JSON status file atomically (read by the parent for its progress bar)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(status))
-    os.replace(tmp, path)
+    procs.write_atomic(path, json.dumps(status))

@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, NotAllowed
+from ragperf.core.changes import Change, ChangeError, NotAllowed, own
 
 log = logging.getLogger(__name__)
 
@@ -647,7 +647,7 @@ class SettingsApplier:
 
     def apply(self, changes: Sequence[Change]) -> None:
         """ALTER SYSTEM SET each change, reload, and restart if any of them is pending a restart."""
-        changes = self._own(changes)
+        changes = list(own(self, changes))
         if not changes:
             return
         restart = [c.name for c in changes if c.restart]
@@ -659,7 +659,7 @@ class SettingsApplier:
 
     def undo(self, changes: Sequence[Change]) -> None:
         """RESET (or SET back) each change, reload, and restart if needed; idempotent."""
-        changes = self._own(changes)
+        changes = list(own(self, changes))
         if not changes:
             return
         statements, targets = [], {}
@@ -669,12 +669,6 @@ class SettingsApplier:
             targets[change.name] = expected
         self._execute(statements)
         self._settle(targets, "undo")
-
-    def _own(self, changes: Sequence[Change]) -> list[Change]:
-        others = sorted({c.key for c in changes if c.kind != KIND})
-        if others:
-            raise ChangeError(f"SettingsApplier makes only '{KIND}' changes, not {', '.join(others)}")
-        return list(changes)
 
     def _execute(self, statements: Sequence[sql.Composed]) -> None:
         with self._connect() as conn:
