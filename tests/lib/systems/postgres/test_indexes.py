@@ -34,7 +34,7 @@ DIMS = 64
 DOC_TYPES = {"luat": 0.02, "nghi_dinh": 0.28, "thong_tu": 0.35, "quyet_dinh": 0.35}  # luat is rare on purpose
 BUILD = {"m": 16, "ef_construction": 64}
 COLLECTION = labdb.COLLECTION  # the collection _load fills
-LEGACY_APP = Path(__file__).resolve().parents[2] / "lab" / "legacy" / "app.py"
+LEGACY_APP = Path(__file__).resolve().parents[4] / "lab" / "legacy" / "app.py"
 
 
 @dataclasses.dataclass

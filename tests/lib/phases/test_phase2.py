@@ -24,7 +24,7 @@ from ragperf.phases import phase, phase2
 from ragperf.systems import cacheproxy, cachetier, nginx, rediscache, tuning
 
 pytestmark = pytest.mark.lab
-QUICK = Path(__file__).resolve().parents[1] / "params" / "quick.yaml"
+QUICK = Path(__file__).resolve().parents[2] / "params" / "quick.yaml"
 
 
 @pytest.fixture(scope="module")

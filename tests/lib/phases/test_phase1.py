@@ -15,7 +15,7 @@ from ragperf.core.params import Params
 from ragperf.core.target import Target
 from ragperf.phases import phase, phase1
 
-LEGACY_APP = Path(__file__).resolve().parents[2] / "lab" / "legacy" / "app.py"
+LEGACY_APP = Path(__file__).resolve().parents[3] / "lab" / "legacy" / "app.py"
 
 
 def test_the_apps_filter_words_and_result_sizes_are_copied_verbatim():
