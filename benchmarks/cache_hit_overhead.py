@@ -424,7 +424,7 @@ class Stack:
 
     def start_cacheproxy(self, upstream: str, redis_url: str) -> str:
         port = procs.free_port()
-        argv = [sys.executable, "-m", "ragperf.systems.cacheproxy", "--listen-port", str(port), "--upstream", upstream,
+        argv = [sys.executable, "-m", "ragperf.systems.cacheapp", "--listen-port", str(port), "--upstream", upstream,
                 "--redis", redis_url, "--ttl", str(TTL_S), "--key-version", KEY_VERSION,
                 "--log-level", "warning"]  # fmt: skip
         return self.start_process("cacheproxy", argv, port, "/__cache/health")

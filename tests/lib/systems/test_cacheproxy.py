@@ -34,20 +34,9 @@ from starlette.routing import Route
 
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError
-from ragperf.systems import cacheproxy, rediscache
-from ragperf.systems.cacheproxy import (
-    BYPASS,
-    COALESCED,
-    HIT,
-    MISS,
-    STATUS_HEADER,
-    ProxyApplier,
-    ProxyConfig,
-    ProxyError,
-    ProxyServer,
-    cache_key,
-    normalise_question,
-)
+from ragperf.systems import cacheapp, cacheproxy, rediscache
+from ragperf.systems.cacheapp import BYPASS, COALESCED, HIT, MISS, STATUS_HEADER, cache_key, normalise_question
+from ragperf.systems.cacheproxy import ProxyApplier, ProxyConfig, ProxyError, ProxyServer
 from ragperf.systems.rediscache import RedisConfig, RedisServer
 
 pytestmark = pytest.mark.skipif(
@@ -197,16 +186,16 @@ def test_normalisation_folds_form_case_and_spacing_only():
 
 
 def test_ask_key_takes_well_formed_questions_only():
-    assert cacheproxy.ask_key(b'{"question": "a"}', "v1") == cacheproxy.ask_key(b'{"question":"A","mode":"fast"}', "v1")
+    assert cacheapp.ask_key(b'{"question": "a"}', "v1") == cacheapp.ask_key(b'{"question":"A","mode":"fast"}', "v1")
     for body in (b"", b"not json", b"[]", b'{"question": 5}', b'{"mode": "fast"}', b'{"question": "a", "mode": "x"}'):
-        assert cacheproxy.ask_key(body, "v1") is None, body
-    assert cacheproxy.ask_key(b"[" * 100_000, "v1") is None
-    lone = cacheproxy.ask_key(b'{"question": "a\\ud800"}', "v1")
-    assert lone is not None and lone != cacheproxy.ask_key(b'{"question": "a"}', "v1")
-    assert cacheproxy.cacheable(200, b'{"answer": "x", "sources": []}')
-    assert not cacheproxy.cacheable(200, b'{"answer": null}')
-    assert not cacheproxy.cacheable(200, b"not json")
-    assert not cacheproxy.cacheable(500, b'{"answer": "x"}')
+        assert cacheapp.ask_key(body, "v1") is None, body
+    assert cacheapp.ask_key(b"[" * 100_000, "v1") is None
+    lone = cacheapp.ask_key(b'{"question": "a\\ud800"}', "v1")
+    assert lone is not None and lone != cacheapp.ask_key(b'{"question": "a"}', "v1")
+    assert cacheapp.cacheable(200, b'{"answer": "x", "sources": []}')
+    assert not cacheapp.cacheable(200, b'{"answer": null}')
+    assert not cacheapp.cacheable(200, b"not json")
+    assert not cacheapp.cacheable(500, b'{"answer": "x"}')
 
 
 # -- through the proxy ------------------------------------------------------------------------------
@@ -373,8 +362,8 @@ def test_purge_deletes_the_answers_and_nothing_else(lab, client):
     with redis.Redis.from_url(lab.redis_url) as r:
         r.set("ragperf:ask:v2:other-version", "x")
         r.set("unrelated:key", "keep me")
-        assert cacheproxy.purge(lab.redis_url, key_version="v2") == 1
-        deleted = cacheproxy.purge(lab.redis_url)
+        assert cacheapp.purge(lab.redis_url, key_version="v2") == 1
+        deleted = cacheapp.purge(lab.redis_url)
         assert deleted >= 2
         assert list(r.scan_iter(match="ragperf:ask:*")) == []
         assert r.get("unrelated:key") == b"keep me"
@@ -395,7 +384,7 @@ def test_health_counts(lab):
 
 
 def test_hit_overhead(lab, capsys):
-    result = cacheproxy.hit_overhead(lab.url, n=200)
+    result = cacheapp.hit_overhead(lab.url, n=200)
     assert result["hits"] == 200
     assert 0 < result["p50_ms"] <= result["p95_ms"] <= result["max_ms"]
     with capsys.disabled():
@@ -406,7 +395,7 @@ def test_the_application_in_process(lab):
     """The same application without a server: in one event loop through httpx's ASGI transport."""
 
     async def run() -> list[str | None]:
-        app = cacheproxy.CacheProxy(f"http://127.0.0.1:{lab.up_port}", lab.redis_url, ttl=30, key_version="inproc")
+        app = cacheapp.CacheProxy(f"http://127.0.0.1:{lab.up_port}", lab.redis_url, ttl=30, key_version="inproc")
         try:
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://proxy") as c:
@@ -417,7 +406,7 @@ def test_the_application_in_process(lab):
             await app.aclose()
 
     assert asyncio.run(run()) == [MISS, HIT]
-    assert cacheproxy.purge(lab.redis_url, key_version="inproc") == 1
+    assert cacheapp.purge(lab.redis_url, key_version="inproc") == 1
 
 
 # -- the status header ------------------------------------------------------------------------------
@@ -552,7 +541,7 @@ def test_server_starts_answers_and_is_stopped_by_its_record_from_another_process
             server.health()
     finally:
         server.stop(timeout=5)
-        cacheproxy.purge(lab.redis_url, key_version="lifecycle")
+        cacheapp.purge(lab.redis_url, key_version="lifecycle")
 
 
 def test_a_taken_port_is_reported_before_anything_starts(lab):
@@ -572,7 +561,7 @@ def test_a_server_that_does_not_come_up_in_time_is_stopped_with_its_log(lab):
     with pytest.raises(ProxyError, match="did not answer .*/__cache/health within 0 s") as failed:
         server.start(cfg)
     # the log's tail
-    assert "ragperf starts:" in str(failed.value) and "ragperf.systems.cacheproxy" in str(failed.value)
+    assert "ragperf starts:" in str(failed.value) and "-m ragperf.systems.cacheapp" in str(failed.value)
     assert not server.running and not server.record_path.exists()
     assert procs.port_is_free(cfg.listen_port)
 
