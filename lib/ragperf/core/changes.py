@@ -100,6 +100,27 @@ class Applier(Protocol):
         """Restore each change's ``before``; idempotent, and safe on a half-applied group."""
 
 
+class StateApplier:
+    """An applier whose every change takes one thing from a state ``before`` to a state ``after`` (None: not
+    there), so that undo is apply backwards: subclasses set ``kind`` and give :meth:`become`."""
+
+    kind: str
+
+    def apply(self, changes: Sequence[Change]) -> None:
+        """Make each change's ``after`` the state (its ``before`` is what runs now)."""
+        for change in own(self, changes):
+            self.become(change.after, change.before)
+
+    def undo(self, changes: Sequence[Change]) -> None:
+        """Make each change's ``before`` the state again."""
+        for change in own(self, changes):
+            self.become(change.before, change.after)
+
+    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
+        """Make ``state`` run (None: nothing), ``other`` being what may run now; idempotent."""
+        raise NotImplementedError
+
+
 class ChangeError(RuntimeError):
     """A change could not be planned or applied."""
 

@@ -13,7 +13,7 @@ import ipaddress
 import logging
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int, own
+from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
 from ragperf.systems import cacheapp
 
 log = logging.getLogger(__name__)
@@ -228,7 +228,7 @@ def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
     ]
 
 
-class ProxyApplier:
+class ProxyApplier(StateApplier):
     """Makes and undoes ``cacheproxy`` changes: starts (or restarts) the add-on with ``after``; undo
     brings back ``before``, or stops the add-on when ``before`` is None.
 
@@ -241,17 +241,7 @@ class ProxyApplier:
     def __init__(self, *, timeout: float = 20.0) -> None:
         self.timeout = timeout
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        """Start (or restart) the add-on with each change's ``after`` (stop it if ``after`` is None)."""
-        for change in own(self, changes):
-            self._become(change.after, change.before)
-
-    def undo(self, changes: Sequence[Change]) -> None:
-        """Restore each change's ``before``: start it again, or stop the add-on if it is None."""
-        for change in own(self, changes):
-            self._become(change.before, change.after)
-
-    def _become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
+    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
         """Make ``state`` run, stopping the add-on of ``other`` first when it lives elsewhere."""
         wanted = ProxyConfig.from_dict(state) if state is not None else None
         if other is not None:

@@ -62,13 +62,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int, own
+from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
 
 log = logging.getLogger(__name__)
 
@@ -692,7 +692,7 @@ def plan(current: CacheConfig | None, desired: CacheConfig) -> list[Change]:
     ]
 
 
-class NginxApplier:
+class NginxApplier(StateApplier):
     """Makes and undoes ``nginx`` changes: ``after`` (a :class:`CacheConfig` as a dict) is started or
     reloaded; undo reloads (or starts) ``before``, or stops nginx when ``before`` is None.
 
@@ -706,17 +706,7 @@ class NginxApplier:
         self.nginx_bin = nginx_bin
         self.timeout = timeout
 
-    def apply(self, changes: Sequence[Change]) -> None:
-        """Start or reload nginx with each change's ``after`` (stop it if ``after`` is None)."""
-        for change in own(self, changes):
-            self._become(change.after, change.before)
-
-    def undo(self, changes: Sequence[Change]) -> None:
-        """Restore each change's ``before``: reload (or start) it, or stop nginx if it is None."""
-        for change in own(self, changes):
-            self._become(change.before, change.after)
-
-    def _become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
+    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
         if state is None and other is None:
             return
         if state is None:
