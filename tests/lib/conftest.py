@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -63,3 +66,30 @@ def server(request) -> Server:
         finally:
             srv.stop()
             shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A fresh embedded PostgreSQL 18 cluster on a free port, its superuser's password, its directory."""
+
+    port: int
+    password: str
+    base: Path
+
+
+@pytest.fixture(scope="module")
+def embedded_cluster() -> Iterator[Cluster]:
+    """A fresh embedded PostgreSQL 18 cluster of the test module's own, stopped and removed at its end."""
+    if pginstall.installed() is None:
+        pytest.skip("the embedded PostgreSQL is not installed (make setup)")
+    base = Path(tempfile.mkdtemp(prefix="ragperf-test-cluster-", dir="/var/tmp"))
+    base.chmod(0o755)  # the unprivileged server user must reach its data directory
+    password = secrets.token_urlsafe(16)
+    labdb.initdb(base / "pgdata", password)
+    port = procs.free_port()
+    proc = labdb.start(base / "pgdata", port, base / "run", base / "postgres.log")
+    try:
+        yield Cluster(port, password, base)
+    finally:
+        labdb.stop(proc)
+        shutil.rmtree(base, ignore_errors=True)

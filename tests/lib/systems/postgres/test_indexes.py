@@ -12,8 +12,6 @@ from __future__ import annotations
 import ast
 import dataclasses
 import secrets
-import shutil
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,7 +23,7 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ragperf.core import changes, procs
+from ragperf.core import changes
 from ragperf.lab import labdb
 from ragperf.systems.postgres import appsearch, embeddings, indexbuild, indexes
 
@@ -82,26 +80,17 @@ def _reset(server: Server) -> None:
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Server]:
-    base = Path(tempfile.mkdtemp(prefix="ragperf-test-indexes-", dir="/var/tmp"))
-    base.chmod(0o755)
-    password = secrets.token_urlsafe(16)
-    labdb.initdb(base / "pgdata", password)
-    port = procs.free_port()
-    proc = labdb.start(base / "pgdata", port, base / "run", base / "postgres.log")
-    try:
-        labdb.bootstrap(port, labdb.Credentials(password, secrets.token_urlsafe(16)))
-        rng = np.random.default_rng(12)
-        vectors = _vectors(rng, ROWS)
-        dsn = labdb.dsn(port, labdb.SUPERUSER, password)
-        with psycopg.connect(dsn) as conn:
-            _load(conn, vectors, rng)
-        with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("VACUUM (ANALYZE) langchain_pg_embedding")
-            yield Server(dsn, vectors, _index_names(conn))
-    finally:
-        labdb.stop(proc)
-        shutil.rmtree(base, ignore_errors=True)
+def server(embedded_cluster) -> Iterator[Server]:
+    port, password = embedded_cluster.port, embedded_cluster.password
+    labdb.bootstrap(port, labdb.Credentials(password, secrets.token_urlsafe(16)))
+    rng = np.random.default_rng(12)
+    vectors = _vectors(rng, ROWS)
+    dsn = labdb.dsn(port, labdb.SUPERUSER, password)
+    with psycopg.connect(dsn) as conn:
+        _load(conn, vectors, rng)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("VACUUM (ANALYZE) langchain_pg_embedding")
+        yield Server(dsn, vectors, _index_names(conn))
 
 
 @pytest.fixture

@@ -14,10 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +27,8 @@ from sqlalchemy import event
 from sqlalchemy.pool import NullPool
 
 from ragperf import runs
-from ragperf.core import changes, params, procs
-from ragperf.lab import labdb, pginstall
+from ragperf.core import changes, params
+from ragperf.lab import labdb
 from ragperf.phases import phase, phase1
 from ragperf.runs import targets
 from ragperf.systems import tuning
@@ -80,36 +77,25 @@ class Database:
 
 
 @pytest.fixture(scope="module")
-def database() -> Iterator[Database]:
-    if pginstall.installed() is None:
-        pytest.skip("the embedded PostgreSQL is not installed (make setup)")
-    base = Path(tempfile.mkdtemp(prefix="ragperf-test-langchain-", dir="/var/tmp"))
-    base.chmod(0o755)
-    password = secrets.token_urlsafe(16)
-    labdb.initdb(base / "pgdata", password)
-    port = procs.free_port()
-    proc = labdb.start(base / "pgdata", port, base / "run", base / "postgres.log")
-    try:
-        with psycopg.connect(labdb.dsn(port, labdb.SUPERUSER, password, dbname="postgres"), autocommit=True) as c:
-            c.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
-            c.execute(f"CREATE DATABASE rag_prod OWNER {APP_ROLE}")
-        db = Database(port, password, [f"Điều {i} của văn bản số {i % 97}/2024" for i in range(ROWS)])
-        with db.connect() as c:
-            c.execute("CREATE EXTENSION vector")  # the app's role may not create it; a DBA did
-        rng = np.random.default_rng(3)
-        doc_types = rng.choice(list(DOC_TYPES), size=ROWS, p=list(DOC_TYPES.values()))
-        store = db.store()
-        for start in range(0, ROWS, 2000):
-            part = slice(start, start + 2000)
-            store.add_texts(db.texts[part], [{"doc_type": str(d)} for d in doc_types[part]],
-                            ids=[f"doc-{i}" for i in range(start, min(ROWS, start + 2000))])  # fmt: skip
-        store._engine.dispose()
-        with db.connect() as c:
-            c.execute("ALTER TABLE langchain_pg_embedding SET (autovacuum_enabled = false)")
-        yield db
-    finally:
-        labdb.stop(proc)
-        shutil.rmtree(base, ignore_errors=True)
+def database(embedded_cluster) -> Database:
+    port, password = embedded_cluster.port, embedded_cluster.password
+    with psycopg.connect(labdb.dsn(port, labdb.SUPERUSER, password, dbname="postgres"), autocommit=True) as c:
+        c.execute(f"CREATE ROLE {APP_ROLE} LOGIN PASSWORD '{APP_PASSWORD}'")
+        c.execute(f"CREATE DATABASE rag_prod OWNER {APP_ROLE}")
+    db = Database(port, password, [f"Điều {i} của văn bản số {i % 97}/2024" for i in range(ROWS)])
+    with db.connect() as c:
+        c.execute("CREATE EXTENSION vector")  # the app's role may not create it; a DBA did
+    rng = np.random.default_rng(3)
+    doc_types = rng.choice(list(DOC_TYPES), size=ROWS, p=list(DOC_TYPES.values()))
+    store = db.store()
+    for start in range(0, ROWS, 2000):
+        part = slice(start, start + 2000)
+        store.add_texts(db.texts[part], [{"doc_type": str(d)} for d in doc_types[part]],
+                        ids=[f"doc-{i}" for i in range(start, min(ROWS, start + 2000))])  # fmt: skip
+    store._engine.dispose()
+    with db.connect() as c:
+        c.execute("ALTER TABLE langchain_pg_embedding SET (autovacuum_enabled = false)")
+    return db
 
 
 def _deployment(db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **target: object) -> params.Params:
