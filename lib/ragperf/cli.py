@@ -82,7 +82,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _cmd_lab_reset(args: argparse.Namespace) -> int:
-    done = lab.reset_tuning()
+    from ragperf.runs import rollback
+
+    done = rollback.reset_lab()
     print("undone: " + ("; ".join(done) if done else "nothing, the lab was untuned"))
     return 0
 

@@ -37,6 +37,7 @@ PROFILES = ("smoke", "demo")
 SERVICES = ("postgres", "llm", "app")
 COLLECTION = labdb.COLLECTION  # the app's LangChain collection on the lab
 APP_ROLE = labdb.APP_ROLE  # the role the lab's app connects as
+JOURNALS = "journals.txt"  # the journals of the phases that worked on the lab, one path a line
 
 
 class LabError(RuntimeError):
@@ -125,6 +126,21 @@ def _locked(lab_dir: Path) -> Iterator[None]:
         except BlockingIOError:
             raise LabError(f"another ragperf command is working on the lab in {lab_dir}") from None
         yield
+
+
+def register_journal(lab_dir: Path, journal: Path) -> None:
+    """Remember that the phase journaling into ``journal`` works on this lab, so that ``ragperf lab reset``
+    can undo it from the journal whichever outputs directory the run lives in."""
+    path, line = lab_dir / JOURNALS, str(Path(journal).absolute())
+    known = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    if line not in known:
+        procs.write_atomic(path, "\n".join([*known, line]) + "\n")
+
+
+def registered_journals(lab_dir: Path) -> list[Path]:
+    """The journals of the phases that worked on this lab, oldest first (they may have been deleted since)."""
+    path = lab_dir / JOURNALS
+    return [Path(line) for line in path.read_text(encoding="utf-8").splitlines() if line] if path.exists() else []
 
 
 def _port_for(state: LabState, name: str) -> int:

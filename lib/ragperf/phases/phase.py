@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from ragperf import lab, runs
+from ragperf.core import changes, targetlock
 from ragperf.core import params as params_mod
-from ragperf.core import targetlock
 from ragperf.core.criteria import Slo
 from ragperf.core.params import Params
 from ragperf.core.redact import install_log_filter
@@ -29,7 +29,7 @@ from ragperf.lab import frozen
 from ragperf.measure import charts, metrics, scenarios
 from ragperf.measure.loadgen import LoadResult
 from ragperf.measure.workload import WorkItem, in_order_workload, read_pool, replay_workload, zipf_workload
-from ragperf.runs import targets
+from ragperf.runs import rollback, targets
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,10 @@ def begin(
     out.mkdir(exist_ok=True)
     tgt = targets.resolve_target(params)
     install_log_filter([tgt.lab_dir / "secrets.json"] if tgt.lab_dir else [])
+    if tgt.lab_dir is not None:  # so that `ragperf lab reset` can undo this phase from its journal
+        lab.register_journal(tgt.lab_dir, out / changes.JOURNAL)
     if phase == BASELINE_PHASE and tgt.kind == "lab":
-        tgt.servers["lab_reset"] = lab.reset_tuning(tgt.lab_dir) or "already untuned"
+        tgt.servers["lab_reset"] = rollback.reset_lab(tgt.lab_dir) or "already untuned"
     health = targets.check_reachable(tgt)
     runs.write_manifest(
         run,

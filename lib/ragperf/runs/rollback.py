@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ragperf import runs
-from ragperf.core import changes
+from ragperf import lab, runs
+from ragperf.core import changes, targetlock
 from ragperf.core.changes import ChangeError
 from ragperf.core.params import Params
 from ragperf.core.target import Target
@@ -79,3 +79,22 @@ def outstanding_runs(phase: str) -> list[str]:
         if journal.path.exists() and journal.outstanding():
             found.append(run_id)
     return found
+
+
+def reset_lab(lab_dir: Path | None = None) -> list[str]:
+    """The lab back to the users' untuned state: every phase that worked on it undone from its journal (newest
+    first, whichever outputs directory its run is in), then anything no journal records (a run whose journal is
+    gone, a change made by hand) by :func:`ragperf.lab.reset_tuning`; returns what was undone."""
+    lab_dir = lab_dir or lab.default_lab_dir()
+    done: list[str] = []
+    with targetlock.held(targetlock.lab_target(lab_dir), command=targetlock.command_line()):
+        for path in reversed(lab.registered_journals(lab_dir)):
+            journal = changes.Journal(path.parent)
+            if not journal.path.exists() or not journal.outstanding():
+                continue
+            run, phase = runs.Run(path.parent.parent.name, path.parent.parent), path.parent.name
+            params = Params.model_validate(run.recorded_params(phase))
+            target = resolve_target(params, bring_up=False, same_profile=False, lab_dir=lab_dir)
+            undone = rollback_phase(run, phase, target, params).undone
+            done += [f"{phase} of run {run.id}: undid {key}" for key in undone]
+        return done + lab.reset_tuning(lab_dir)

@@ -17,8 +17,11 @@ from ragperf.core.target import Target, TargetError
 log = logging.getLogger(__name__)
 
 
-def resolve_target(params: Params, *, bring_up: bool = True, same_profile: bool = True) -> Target:
-    """The lab (brought up with the run's profile when it is not) or the deployment of the parameters.
+def resolve_target(
+    params: Params, *, bring_up: bool = True, same_profile: bool = True, lab_dir: Path | None = None
+) -> Target:
+    """The lab (in ``lab_dir``, by default :func:`ragperf.lab.default_lab_dir`; brought up with the run's
+    profile when it is not) or the deployment of the parameters.
 
     ``bring_up=False`` fails instead of starting the lab; ``same_profile=False`` takes the lab up with
     whichever profile it has (to undo changes, not to measure)."""
@@ -26,7 +29,7 @@ def resolve_target(params: Params, *, bring_up: bool = True, same_profile: bool 
         dsn = params.target.dsn
         return Target("deployment", params.target.base_url.rstrip("/"), dsn, params.db_password() if dsn else None,
                       collection=params.target.collection, app_role=params.changes.app_role)  # fmt: skip
-    lab_dir = lab.default_lab_dir()
+    lab_dir = lab_dir or lab.default_lab_dir()
     info = lab.status(lab_dir)
     if not info["up"] or (same_profile and info["profile"] != params.profile):
         if not bring_up:

@@ -138,3 +138,31 @@ def test_down_is_idempotent_and_up_after_down_restarts(lab_up, lab_dir):
     assert lab.status(lab_dir)["up"] is False
     lab.up("smoke", lab_dir=lab_dir)  # the data survived: no reload
     assert lab.status(lab_dir)["up"] is True
+
+
+def test_reset_undoes_a_phase_from_its_journal_wherever_its_run_lives(lab_up, lab_dir, tmp_path, monkeypatch):
+    """A phase's changes are undone through its journal (which then shows them undone, so a later rollback has
+    nothing left to do), even when the run lives in an outputs directory the reset is not told about."""
+    from ragperf import runs
+    from ragperf.core import changes, params
+    from ragperf.runs import rollback, targets
+    from ragperf.systems import tuning
+    from ragperf.systems.postgres import roles
+
+    monkeypatch.setenv("RAGPERF_LAB_DIR", str(lab_dir))
+    monkeypatch.setenv(runs.OUTPUTS_ENV, str(tmp_path / "elsewhere"))
+    p = params.load("smoke", "lab")
+    run = runs.new_run("smoke")
+    runs.write_manifest(run, {**p.model_dump(mode="json"), "target_name": "lab"}, phase="phase1")
+    target = targets.resolve_target(p, lab_dir=lab_dir)
+    journal = changes.Journal(run.path / "phase1")
+    planned = roles.plan_role_settings(lab.APP_ROLE, {}, {"work_mem": "12MB"}, "a phase's change")
+    changes.apply([(tuning.appliers(target, p)[roles.ROLE_KIND], planned)], journal)
+    lab.register_journal(lab_dir, journal.path)
+    monkeypatch.setenv(runs.OUTPUTS_ENV, str(tmp_path / "another"))
+    done = rollback.reset_lab(lab_dir)
+    assert done == [f"phase1 of run {run.id}: undid role_setting:{lab.APP_ROLE}.work_mem"]
+    assert journal.outstanding() == [] and rollback.reset_lab(lab_dir) == []
+    info = lab.status(lab_dir)
+    with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password) as conn:
+        assert roles.role_settings(conn, lab.APP_ROLE) == {}
