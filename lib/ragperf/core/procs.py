@@ -25,7 +25,7 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypedDict
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,16 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+class ServerStatus(TypedDict):
+    """What :meth:`Server.status` says of a server (subclasses add their own fields)."""
+
+    state_dir: str
+    running: bool
+    pid: int | None
+    port: int | None
+    config: dict[str, Any] | None
+
+
 class Recorded:
     """A server ragperf runs from a state directory, with a process record there (``RECORD``: the process,
     its configuration and anything else the subclass keeps), so that any Python process can see it or
@@ -338,18 +348,18 @@ class Server(Recorded):
             raise self.ERROR(f"no {self.WHAT} runs from {self.state_dir}")
         return str(cfg.url)
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ServerStatus:
         """What runs (JSON values): the state directory, PID, port and configuration (None when it does not run)."""
         record = self._record() or {}
         running = self.running
         proc = record.get("proc") or {}
-        return {
-            "state_dir": str(self.state_dir),
-            "running": running,
-            "pid": proc.get("pid") if running else None,
-            "port": proc.get("port") if running else None,
-            "config": record.get("config") if running else None,
-        }
+        return ServerStatus(
+            state_dir=str(self.state_dir),
+            running=running,
+            pid=proc.get("pid") if running else None,
+            port=proc.get("port") if running else None,
+            config=record.get("config") if running else None,
+        )
 
     # -- the life cycle ----------------------------------------------------------------------------
 

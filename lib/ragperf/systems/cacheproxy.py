@@ -136,6 +136,15 @@ def _check_redis_url(value: object) -> None:
         )
 
 
+class ProxyStatus(procs.ServerStatus, total=False):
+    """:meth:`ProxyServer.status`: the server's fields, its URL and log, and its health counters when it runs."""
+
+    url: str | None
+    log: str
+    health: dict[str, Any] | None
+    health_error: str
+
+
 class ProxyServer(procs.Server):
     """One cache add-on process whose record and log live in ``state_dir``; stopped by its recorded PID.
 
@@ -179,11 +188,11 @@ class ProxyServer(procs.Server):
             raise ProxyError(f"{url} answered HTTP {response.status_code}: {response.text[:200]}")
         return response.json()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ProxyStatus:
         """What runs (JSON values): PID, port, URL, configuration, log, and the health counters when it runs."""
-        result = super().status()
-        running = result["running"]
-        result |= {"url": self.url if running else None, "log": str(self.log_path), "health": None}
+        base = super().status()
+        running = base["running"]
+        result = ProxyStatus(**base, url=self.url if running else None, log=str(self.log_path), health=None)
         if running:
             try:
                 result["health"] = self.health()
