@@ -23,7 +23,7 @@ from ragperf import lab, runs
 from ragperf.core import procs
 from ragperf.measure import metrics
 from ragperf.systems import cachetier
-from ragperf.systems.postgres import appsearch, indexes, pgtune, roles
+from ragperf.systems.postgres import appsearch, indexes, pgsettings, roles
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,7 @@ def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     """``ragperf run all`` (phase0, phase1, phase2) on the smoke lab; pg_settings as the test saw them before."""
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
-        before = pgtune.settings_snapshot(conn)
+        before = pgsettings.settings_snapshot(conn)
     done = ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
@@ -83,7 +83,7 @@ def test_the_lab_is_tuned_and_the_journal_says_how(tuned, lab_dir):
     changes_by_kind = {key.split(":")[0] for key, event in events.items() if event == "applied"}
     assert {"setting", "column", "index"} <= changes_by_kind
     with _connect(lab_dir) as conn:
-        now = pgtune.settings_snapshot(conn)
+        now = pgsettings.settings_snapshot(conn)
         assert now["shared_buffers"]["setting"] != before["shared_buffers"]["setting"]
         assert "pg_stat_statements" in now["shared_preload_libraries"]["setting"]
         assert "vector" not in now["shared_preload_libraries"]["setting"].split(",")
@@ -101,7 +101,7 @@ def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned,
     assert done.returncode == 0, done.stdout + done.stderr
     assert "pg_settings are identical to the snapshot taken before the phase" in done.stdout
     with _connect(lab_dir) as conn:
-        assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
+        assert pgsettings.settings_differences(before, pgsettings.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == []
         assert _embedding_type(conn) == "vector"
         assert roles.role_settings(conn, "sakana") == {}
@@ -121,7 +121,7 @@ def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
     with _connect(lab_dir) as conn:
-        before = pgtune.settings_snapshot(conn)
+        before = pgsettings.settings_snapshot(conn)
     output = tmp_path / "phase1.ipynb"
     done = subprocess.run(
         [str(BIN / "papermill"), str(REPO / "notebooks" / "phase1_database.ipynb"), str(output),
@@ -133,7 +133,7 @@ def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
     text = output.read_text()
     assert "Mode: plan" in text and "Planned for **4 GB**, 2 CPUs, SSD" in text
     with _connect(lab_dir) as conn:
-        assert pgtune.settings_differences(before, pgtune.settings_snapshot(conn)) == []
+        assert pgsettings.settings_differences(before, pgsettings.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == [] and _embedding_type(conn) == "vector"
         assert roles.role_settings(conn, "sakana") == {}
     (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id]

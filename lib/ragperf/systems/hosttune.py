@@ -31,7 +31,7 @@ from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError, NotAllowed, own
 from ragperf.core.params import Params
 from ragperf.core.target import Target, TargetError
-from ragperf.systems.postgres import pgtune
+from ragperf.systems.postgres.pgvalues import GB
 
 log = logging.getLogger(__name__)
 
@@ -235,7 +235,7 @@ def host_facts(target: Target, params: Params) -> dict[str, Any]:
             "target.host is needed to plan a deployment's settings (the database host is not this machine): "
             "give memory_gb, cpus and disk (hdd, ssd or nvme) in the target's parameter file"
         )
-    return {"memory_total_bytes": int(host.memory_gb * pgtune.GB), "cpu_usable": host.cpus, "disk": {"kind": host.disk}}
+    return {"memory_total_bytes": int(host.memory_gb * GB), "cpu_usable": host.cpus, "disk": {"kind": host.disk}}
 
 
 def machine_facts(path: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from ragperf.core.target import Target, TargetError
 from ragperf.lab import labdb
 from ragperf.runs import rollback
 from ragperf.systems import hosttune, tuning
-from ragperf.systems.postgres import access, pgtune, roles
+from ragperf.systems.postgres import access, pgsettings, pgtune, pgvalues, roles
 
 
 def deployment(host: dict | None = None, command: str | None = "sudo systemctl restart postgresql@15-main",
@@ -45,7 +45,7 @@ def test_a_deployment_is_restarted_only_with_an_explicit_yes():
 
 def test_a_settings_change_needing_a_restart_is_refused_on_a_deployment_without_permission():
     target = Target("deployment", "http://db.example:8000", "host=db.example dbname=x user=y")
-    applier = tuning.appliers(target, deployment())[pgtune.KIND]
+    applier = tuning.appliers(target, deployment())[pgsettings.KIND]
     change = Change("setting", "shared_buffers", "16384", "1GB", "why", restart=True)
     with pytest.raises(NotAllowed, match="shared_buffers take effect only after a PostgreSQL restart.*postgresql@15"):
         applier.apply([change])  # refused before connecting: nothing is written
@@ -67,7 +67,7 @@ def test_a_deployments_host_facts_come_from_the_parameters():
     params = deployment(host={"memory_gb": 64, "cpus": 16, "disk": "nvme"})
     snapshot = {"max_connections": {"setting": "100"}, "server_version_num": {"setting": "150004"}}
     facts = pgtune.facts_from(snapshot, hosttune.host_facts(target, params))
-    assert (facts.memory_bytes, facts.cpus, facts.disk, facts.pg_major) == (64 * pgtune.GB, 16, "nvme", 15)
+    assert (facts.memory_bytes, facts.cpus, facts.disk, facts.pg_major) == (64 * pgvalues.GB, 16, "nvme", 15)
 
 
 def test_no_dsn_is_a_clear_error():
@@ -93,9 +93,9 @@ def test_rollback_of_a_phase_restores_pg_settings_role_settings_and_indexes(serv
     out = run.path / "phase1"
     out.mkdir()
     appliers = tuning.appliers(target, params, progress=False)
-    before = appliers[pgtune.KIND].snapshot()
+    before = appliers[pgsettings.KIND].snapshot()
     rollback.save_settings_before(out, before)
-    online = [c for c in pgtune.plan_settings(pgtune.facts_from(before, {"memory_total_bytes": 4 * pgtune.GB,
+    online = [c for c in pgtune.plan_settings(pgtune.facts_from(before, {"memory_total_bytes": 4 * pgvalues.GB,
               "cpu_usable": 2, "disk": {"kind": "ssd"}}), before) if not c.restart]  # fmt: skip
     assert {"work_mem", "jit", "random_page_cost"} <= {c.name for c in online}
     role = roles.plan_role_settings("app", {}, {"work_mem": "16MB"}, "why")
@@ -107,7 +107,7 @@ def test_rollback_of_a_phase_restores_pg_settings_role_settings_and_indexes(serv
     with server.connect() as conn:
         assert roles.role_settings(conn, "app") == {"work_mem": "16MB"}
         assert conn.execute("SELECT to_regclass('ragperf_t_a')").fetchone()[0] is not None
-    assert pgtune.settings_differences(before, appliers[pgtune.KIND].snapshot()) != []
+    assert pgsettings.settings_differences(before, appliers[pgsettings.KIND].snapshot()) != []
 
     result = rollback.rollback_phase(run, "phase1", target, params)
     assert result.differences == [] and len(result.undone) == len(online) + 2
@@ -128,7 +128,7 @@ def test_a_failure_mid_phase_on_a_real_server_leaves_nothing_applied(server, tmp
     target = Target("deployment", "http://127.0.0.1:1", dsn, SecretStr(server.password))
     params = Params.model_validate({"target": {"kind": "deployment", "base_url": "http://127.0.0.1:1", "dsn": dsn}})
     appliers = tuning.appliers(target, params, progress=False)
-    before = appliers[pgtune.KIND].snapshot()
+    before = appliers[pgsettings.KIND].snapshot()
     online = [Change("setting", "work_mem", before["work_mem"]["setting"], "64MB", "why",
                      details={"unit": "kB", "sourcefile_is_auto_conf": False})]  # fmt: skip
     broken = Change("index", "ragperf_t_missing", None, "btree (nope)", "why", details={
@@ -138,7 +138,7 @@ def test_a_failure_mid_phase_on_a_real_server_leaves_nothing_applied(server, tmp
     journal = changes.Journal(tmp_path)
     with pytest.raises(changes.RolledBack, match=r"index:ragperf_t_missing failed .*column \"nope\" does not exist"):
         changes.apply(changes.groups([*online, *role, broken], appliers), journal)
-    assert pgtune.settings_differences(before, appliers[pgtune.KIND].snapshot()) == []
+    assert pgsettings.settings_differences(before, appliers[pgsettings.KIND].snapshot()) == []
     with server.connect() as conn:
         assert roles.role_settings(conn, "app") == {}
         assert conn.execute("SELECT to_regclass('ragperf_t_missing')").fetchone()[0] is None

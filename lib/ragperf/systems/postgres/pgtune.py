@@ -8,38 +8,41 @@ so :func:`compare_with_users` can show, setting by setting, why ours differ.
 Values are compared normalised (``16384`` with unit ``8kB`` equals ``128MB``), so a setting that
 already has its planned value yields no :class:`~ragperf.core.changes.Change`, and planning twice after
 applying gives an empty plan. Memory values are floored to the unit the server stores them in, so
-what the server shows after ``ALTER SYSTEM`` is exactly what was planned.
-
-:class:`SettingsApplier` writes ``postgresql.auto.conf`` through ``ALTER SYSTEM`` and undoes with
-``ALTER SYSTEM RESET`` (or ``SET`` back, when the setting was already in postgresql.auto.conf).
-Restoring a backup of postgresql.conf would not roll anything back: postgresql.auto.conf wins.
+what the server shows after ``ALTER SYSTEM`` is exactly what was planned. The values and their units are
+:mod:`~ragperf.systems.postgres.pgvalues`; the changes are made by
+:class:`~ragperf.systems.postgres.pgsettings.SettingsApplier`.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
-import psycopg
-from psycopg import sql
 
-from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, NotAllowed, own
+from ragperf.core.changes import Change
+from ragperf.systems.postgres.pgsettings import KIND
+
+# Still read as pgtune.<name> by systems/tuning.py and runs/ (rollback, manifests): until they import
+# them from pgsettings, they are re-exported here.
+from ragperf.systems.postgres.pgsettings import SettingsApplier as SettingsApplier
+from ragperf.systems.postgres.pgsettings import settings_differences as settings_differences
+from ragperf.systems.postgres.pgsettings import settings_snapshot as settings_snapshot
+from ragperf.systems.postgres.pgvalues import (
+    GB,
+    KB,
+    MB,
+    format_bytes,
+    human_bytes,
+    parse_list,
+    setting_equals,
+    unit_bytes,
+)
 
 log = logging.getLogger(__name__)
-
-KIND = "setting"
-KB = 1024
-MB = 1024 * KB
-GB = 1024 * MB
-TB = 1024 * GB
-MEMORY_UNITS: dict[str, int] = {"B": 1, "kB": KB, "MB": MB, "GB": GB, "TB": TB}
-TIME_UNITS = ("us", "ms", "s", "min", "h", "d")
 
 DISK_KINDS = ("hdd", "ssd", "nvme", "unknown")
 
@@ -70,12 +73,6 @@ POSTMASTER_SETTINGS = frozenset({
     "max_wal_senders", "wal_level", "max_files_per_process", "max_pred_locks_per_transaction", "io_method",
 })  # fmt: skip
 
-# List-valued settings (GUC_LIST_INPUT). ALTER SYSTEM quotes each element of these, so 'a,b' would
-# become one library called "a,b": each element must be its own literal.
-LIST_SETTINGS = frozenset({
-    "shared_preload_libraries", "session_preload_libraries", "local_preload_libraries", "search_path",
-    "temp_tablespaces",
-})  # fmt: skip
 
 # Sources whose value ALTER SYSTEM cannot override (they rank above the configuration files).
 _ABOVE_FILES = frozenset({"command line", "global", "database", "user", "database user", "client", "override",
@@ -114,116 +111,6 @@ USERS_WHY: dict[str, str] = {
     ),
     "superuser_reserved_connections": "Not changed: 3 is already PostgreSQL's default.",
 }
-
-SNAPSHOT_SQL = "SELECT name, setting, unit, source, pending_restart, sourcefile, context FROM pg_settings ORDER BY name"
-
-
-# ----------------------------------------------------------------------------------------------
-# Values
-
-
-_VALUE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*([kMGT]?B)?\s*$")
-_UNIT = re.compile(r"^\s*(\d+)?\s*([kMGT]?B)\s*$")
-
-
-def is_memory_unit(unit: str | None) -> bool:
-    """True for pg_settings memory units: ``B``, ``kB``, ``MB``, ``8kB``, ``16MB`` ..."""
-    return bool(unit) and _UNIT.match(unit) is not None
-
-
-def unit_bytes(unit: str) -> int:
-    """Bytes in one pg_settings memory unit (``8kB`` → 8192)."""
-    match = _UNIT.match(unit or "")
-    if match is None:
-        raise ValueError(f"{unit!r} is not a PostgreSQL memory unit; allowed: B, kB, MB, GB, TB, optionally "
-                         "preceded by a multiplier such as 8kB")  # fmt: skip
-    return int(match.group(1) or 1) * MEMORY_UNITS[match.group(2)]
-
-
-def to_bytes(value: str | int, unit: str | None = None) -> int:
-    """Parse a memory value to bytes: ``"128MB"``, ``"4GB"``, ``"1.5GB"``, or ``"16384"`` with ``unit="8kB"``.
-
-    A value with its own unit ignores ``unit``; a bare number needs one. ``-1`` (auto) gives a negative count.
-    """
-    match = _VALUE.match(str(value))
-    if match is None:
-        raise ValueError(f"{value!r} is not a memory value: expected a number with an optional unit "
-                         "(B, kB, MB, GB, TB), e.g. '128MB', or a bare number with the setting's unit")  # fmt: skip
-    number, suffix = match.groups()
-    if suffix:
-        factor = MEMORY_UNITS[suffix]
-    elif unit:
-        factor = unit_bytes(unit)
-    else:
-        raise ValueError(f"{value!r} has no unit and none was given: pass the setting's unit (e.g. '8kB', 'kB', 'MB')")
-    if "." in number:
-        return round(float(number) * factor)
-    return int(number) * factor
-
-
-def format_bytes(n: int) -> str:
-    """Bytes as PostgreSQL writes them, in the largest whole unit: 1073741824 → ``"1GB"``, 9942016 → ``"9709kB"``."""
-    if n < 0:
-        raise ValueError(f"{n} is negative: only byte counts >= 0 have a unit spelling (-1, 'auto', is kept as is)")
-    if n == 0:
-        return "0"
-    for suffix in ("TB", "GB", "MB", "kB"):
-        if n % MEMORY_UNITS[suffix] == 0:
-            return f"{n // MEMORY_UNITS[suffix]}{suffix}"
-    return f"{n}B"
-
-
-def human_bytes(n: int) -> str:
-    """Bytes for a sentence: ``"1 GB"``, ``"23.4 GB"``, ``"9708 kB"``."""
-    for suffix in ("TB", "GB", "MB"):
-        size = MEMORY_UNITS[suffix]
-        if n >= size:
-            return f"{n // size} {suffix}" if n % size == 0 else f"{n / size:.1f} {suffix}"
-    return f"{n // KB} kB" if n % KB == 0 else f"{n} B"
-
-
-def with_unit(setting: str | None, unit: str | None) -> str:
-    """The text that gives ALTER SYSTEM back pg_settings' ``setting`` in its ``unit`` (16384, 8kB → ``"128MB"``)."""
-    if setting is None:
-        raise ValueError("the setting is unknown (None): nothing to restore")
-    if not unit:
-        return setting
-    if is_memory_unit(unit):
-        n = to_bytes(setting, unit)
-        return setting if n < 0 else format_bytes(n)
-    if unit in TIME_UNITS:
-        return f"{setting}{unit}"
-    return setting
-
-
-def parse_list(text: str | None) -> list[str]:
-    """Elements of a list setting as pg_settings shows it (``'a, "b"'`` → ``['a', 'b']``)."""
-    return [part.strip().strip('"') for part in (text or "").split(",") if part.strip().strip('"')]
-
-
-def setting_equals(row: Mapping[str, Any], value: str) -> bool:
-    """True when a pg_settings row already holds ``value`` (memory compared in bytes, numbers as numbers)."""
-    current, unit = row.get("setting"), row.get("unit")
-    if current is None:
-        return False
-    parsed = _VALUE.match(str(value))
-    if is_memory_unit(unit) or (parsed is not None and parsed.group(2)):
-        try:
-            return to_bytes(current, unit) == to_bytes(value, unit)
-        except ValueError:
-            return False
-    try:
-        return float(current) == float(value)
-    except ValueError:
-        pass
-    if "," in str(current) or "," in str(value):  # lists: pg_settings shows 'a, b' for what was set as a,b
-        return [_word(x) for x in parse_list(current)] == [_word(x) for x in parse_list(value)]
-    return _word(current) == _word(value)
-
-
-def _word(text: str) -> str:
-    lowered = str(text).strip().lower()
-    return {"true": "on", "yes": "on", "false": "off", "no": "off"}.get(lowered, lowered)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -533,202 +420,3 @@ def compare_with_users(changes: Sequence[Change], facts: Facts) -> pd.DataFrame:
             why = f"The plan hard-codes {users} for a 4 GB system; computed for this target: {reason}"
         rows.append({"setting": name, "users' value (4 GB)": users or "—", "planned here": ours, "why different": why})
     return pd.DataFrame(rows, columns=["setting", "users' value (4 GB)", "planned here", "why different"])
-
-
-# ----------------------------------------------------------------------------------------------
-# Reading and comparing pg_settings
-
-# Per-connection values (application_name, client_encoding, DateStyle set by the connecting client,
-# or SET in that session) describe the session that took the snapshot, not the server.
-_SESSION_SOURCES = frozenset({"client", "session"})
-
-
-def settings_snapshot(conn: psycopg.Connection) -> dict[str, dict[str, Any]]:
-    """Every row of pg_settings with sourcefile and context (visible to superusers) for exact undo."""
-    rows = conn.execute(SNAPSHOT_SQL).fetchall()
-    keys = ("setting", "unit", "source", "pending_restart", "sourcefile", "context")
-    return {name: dict(zip(keys, rest, strict=True)) for name, *rest in rows}
-
-
-def settings_differences(before: Mapping[str, Mapping[str, Any]], after: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """Human-readable differences between two pg_settings snapshots (value, source, pending_restart,
-    and sourcefile when both snapshots have it); empty when the server is configured the same."""
-    for label, snapshot in (("before", before), ("after", after)):
-        bad = [name for name, row in snapshot.items() if not isinstance(row, Mapping)]
-        if bad:
-            raise ValueError(f"the {label} snapshot is not pg_settings by name (entry {bad[0]!r} is not a row)")
-    out: list[str] = []
-    for name in sorted(set(before) | set(after)):
-        old, new = before.get(name), after.get(name)
-        if old is None or new is None:
-            row = old or new
-            where = "before" if new is None else "after"
-            out.append(f"{name}: only {where} (setting {row.get('setting')!r}, source {row.get('source')})")
-            continue
-        if old.get("source") in _SESSION_SOURCES or new.get("source") in _SESSION_SOURCES:
-            continue
-        out.extend(_row_differences(name, old, new))
-    return out
-
-
-def _row_differences(name: str, old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
-    out = []
-    if old.get("setting") != new.get("setting"):
-        unit = f" (unit {old.get('unit')})" if old.get("unit") else ""
-        out.append(f"{name}: setting {old.get('setting')!r} → {new.get('setting')!r}{unit}")
-    if old.get("source") != new.get("source"):
-        out.append(f"{name}: source {old.get('source')!r} → {new.get('source')!r}")
-    if bool(old.get("pending_restart")) != bool(new.get("pending_restart")):
-        out.append(f"{name}: pending_restart {bool(old.get('pending_restart'))} → {bool(new.get('pending_restart'))}")
-    if "sourcefile" in old and "sourcefile" in new and old["sourcefile"] != new["sourcefile"]:
-        out.append(f"{name}: sourcefile {old['sourcefile']!r} → {new['sourcefile']!r}")
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
-# Applying
-
-
-def alter_system_set(name: str, value: str) -> sql.Composed:
-    """``ALTER SYSTEM SET name = value``, list settings as one literal per element (never 'a,b')."""
-    if name in LIST_SETTINGS:
-        items = parse_list(value)
-        if not items:
-            raise ValueError(f"{name}: an empty list cannot be SET (it would be written as '\"\"'); use RESET")
-        rendered = sql.SQL(", ").join(sql.Literal(item) for item in items)
-    else:
-        rendered = sql.Literal(str(value))
-    return sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), rendered)
-
-
-def alter_system_reset(name: str) -> sql.Composed:
-    """``ALTER SYSTEM RESET name``: removes it from postgresql.auto.conf."""
-    return sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name))
-
-
-def _undo_statement(change: Change) -> tuple[sql.Composed, str]:
-    """The statement that restores ``change.before``, and the value pg_settings then shows."""
-    unit = change.details.get("unit")
-    before = with_unit(change.before, unit)
-    in_auto_conf = change.details.get("sourcefile_is_auto_conf") is True
-    if in_auto_conf and not (change.name in LIST_SETTINGS and not parse_list(before)):
-        return alter_system_set(change.name, before), before
-    # Not in postgresql.auto.conf before (or an empty list, which SET cannot write): remove our entry.
-    return alter_system_reset(change.name), before
-
-
-class SettingsApplier:
-    """Makes ``setting`` changes with ALTER SYSTEM, reloads, and restarts when a change needs it.
-
-    ``connect`` opens a superuser connection; ``restart`` restarts the server and returns once it
-    accepts connections (None: this target may not be restarted from here, and a change needing a
-    restart raises :class:`~ragperf.core.changes.NotAllowed`); ``restart_hint`` is what to tell the user.
-    """
-
-    kind = KIND
-
-    def __init__(
-        self,
-        connect: Callable[[], psycopg.Connection],
-        restart: Callable[[], None] | None = None,
-        restart_hint: str = "sudo systemctl restart postgresql",
-        *,
-        reload_timeout: float = 10.0,
-    ) -> None:
-        self._connect = connect
-        self._restart = restart
-        self.restart_hint = restart_hint
-        self.reload_timeout = reload_timeout
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """pg_settings now, with sourcefile and context (see :func:`settings_snapshot`)."""
-        with self._connect() as conn:
-            return settings_snapshot(conn)
-
-    def apply(self, changes: Sequence[Change]) -> None:
-        """ALTER SYSTEM SET each change, reload, and restart if any of them is pending a restart."""
-        changes = list(own(self, changes))
-        if not changes:
-            return
-        restart = [c.name for c in changes if c.restart]
-        if restart and self._restart is None:
-            raise NotAllowed(self._no_restart("apply", restart) + " Nothing was changed.")
-        targets = {c.name: str(c.after) for c in changes}
-        self._execute([alter_system_set(c.name, str(c.after)) for c in changes])
-        self._settle(targets, "apply")
-
-    def undo(self, changes: Sequence[Change]) -> None:
-        """RESET (or SET back) each change, reload, and restart if needed; idempotent."""
-        changes = list(own(self, changes))
-        if not changes:
-            return
-        statements, targets = [], {}
-        for change in changes:
-            statement, expected = _undo_statement(change)
-            statements.append(statement)
-            targets[change.name] = expected
-        self._execute(statements)
-        self._settle(targets, "undo")
-
-    def _execute(self, statements: Sequence[sql.Composed]) -> None:
-        with self._connect() as conn:
-            conn.autocommit = True  # ALTER SYSTEM cannot run inside a transaction block
-            for statement in statements:
-                conn.execute(statement)
-
-    def _settle(self, targets: Mapping[str, str], action: str) -> None:
-        pending = self._reload(targets)
-        if not pending:
-            return
-        if self._restart is None:
-            raise NotAllowed(self._no_restart(action, pending))
-        log.info("%s: restarting PostgreSQL for %s", action, ", ".join(pending))
-        self._restart()
-        rows = self._rows(targets)
-        wrong = [f"{n} = {rows[n]['setting']!r} (expected {targets[n]!r})" for n in targets
-                 if not setting_equals(rows[n], targets[n]) or rows[n]["pending_restart"]]  # fmt: skip
-        if wrong:
-            raise ChangeError(f"{action}: after the restart these settings are not as expected: {'; '.join(wrong)}")
-
-    def _no_restart(self, action: str, names: Sequence[str]) -> str:
-        return (
-            f"{action}: {', '.join(names)} take effect only after a PostgreSQL restart, and restarting this server "
-            "is not allowed here (no restart command in the target's parameters). Give one "
-            f"(target.restart_command), or restart it yourself: {self.restart_hint}."
-        )
-
-    def _rows(self, names: Iterable[str]) -> dict[str, dict[str, Any]]:
-        with self._connect() as conn:
-            return self._query(conn, list(names))
-
-    @staticmethod
-    def _query(conn: psycopg.Connection, names: list[str]) -> dict[str, dict[str, Any]]:
-        rows = conn.execute(
-            "SELECT name, setting, unit, pending_restart FROM pg_settings WHERE name = ANY(%s)", (names,)
-        ).fetchall()
-        found = {name: {"setting": setting, "unit": unit, "pending_restart": pending}
-                 for name, setting, unit, pending in rows}  # fmt: skip
-        missing = [n for n in names if n not in found]
-        if missing:
-            raise ChangeError(f"pg_settings has no {', '.join(missing)}")
-        return found
-
-    def _reload(self, targets: Mapping[str, str]) -> list[str]:
-        """pg_reload_conf(), then wait until each setting shows its target or is pending a restart."""
-        names = list(targets)
-        with self._connect() as conn:
-            conn.autocommit = True
-            conn.execute("SELECT pg_reload_conf()")
-            rows: dict[str, dict[str, Any]] = {}
-
-            def waiting() -> str | None:
-                rows.update(self._query(conn, names))
-                late = [n for n in names if not (rows[n]["pending_restart"] or setting_equals(rows[n], targets[n]))]
-                if not late:
-                    return None
-                shown = "; ".join(f"{n} = {rows[n]['setting']!r} (expected {targets[n]!r})" for n in late)
-                return f"{shown}; is the setting also given on the command line or per role/database?"
-
-            what = "after pg_reload_conf(), the settings did not take their new values"
-            procs.wait_until(waiting, timeout=self.reload_timeout, what=what, error=ChangeError)
-            return sorted(n for n in names if rows[n]["pending_restart"])

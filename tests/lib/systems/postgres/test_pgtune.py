@@ -10,25 +10,17 @@ from __future__ import annotations
 import pytest
 
 from ragperf.core.changes import Change, ChangeError, NotAllowed
+from ragperf.systems.postgres.pgsettings import SettingsApplier, alter_system_set, settings_differences
 from ragperf.systems.postgres.pgtune import (
-    GB,
-    KB,
-    MB,
     USERS_4GB,
     Facts,
-    SettingsApplier,
-    alter_system_set,
     compare_with_users,
     facts_from,
-    format_bytes,
     merge_preload,
     plan_settings,
     recommend,
-    setting_equals,
-    settings_differences,
-    to_bytes,
-    with_unit,
 )
+from ragperf.systems.postgres.pgvalues import GB, KB, MB, format_bytes, setting_equals, to_bytes, with_unit
 
 CONF = "/srv/pg/postgresql.conf"
 
