@@ -57,6 +57,7 @@ from pydantic import BaseModel
 
 from ragperf.core import procs
 from ragperf.systems import nginx as rnginx
+from ragperf.systems import nginxconf
 from ragperf.systems.rediscache import RedisConfig, RedisServer, redis_server_binary
 
 log = logging.getLogger("cache_hit_overhead")
@@ -450,7 +451,7 @@ class Stack:
         (state / "ragperf_lua_cache.lua").write_text(render_lua_module(redis_port, support.redis_module or ""))
         port = procs.free_port()
         text = render_lua_conf(support, state, port, app_port, worker_user())
-        rnginx.check(text, state, nginx_bin=support.nginx_bin or "nginx")
+        nginxconf.check(text, state, nginx_bin=support.nginx_bin or "nginx")
         conf = state / "nginx.conf"
         conf.write_text(text)
         argv = [support.nginx_bin or "nginx", "-c", str(conf), "-p", f"{state}/", "-e", str(state / "error.log"),

@@ -5,35 +5,7 @@ passes requests to the app, and keeps the ``200`` answers of ``POST /ask`` for `
 keyed by the request method, URI, content type and the whole request body. Phase 4 uses the same
 configuration with the cache off and several upstreams as a load balancer.
 
-Caching POST in nginx has several traps, each handled by :func:`render`:
-
-* nginx caches GET and HEAD only unless ``proxy_cache_methods POST`` names POST.
-* The default cache key ignores the body, so every question would share one answer: the key here is
-  ``ragperf:v<key version> <method> <request URI> <content type>`` + newline + ``$request_body``.
-  nginx 1.22 rejects spaces and control characters in the request line and a header value holds no
-  newline, so the parts cannot run into each other.
-* ``$request_body`` is empty whenever nginx has written the body to a temporary file. All such
-  requests would then share the key of the empty body. nginx 1.22 keeps a body in memory while the
-  part not read along with the headers is below 1.25 x ``client_body_buffer_size``; the buffer is
-  sized (:func:`body_buffer_bytes`) so that every body of up to ``max_body_kb`` KiB stays in memory.
-  A POST whose ``$request_body`` is empty (too large, or really empty) is neither looked up in nor
-  stored into the cache (``proxy_cache_bypass`` and ``proxy_no_cache``): its status header says
-  ``BYPASS``. Bodies up to ``client_max_body_size`` (at least 1 MiB) still reach the app.
-* nginx writes the whole key into each cache entry's header, which must fit in
-  ``proxy_buffer_size`` (4k by default); for a longer key it logs an error and silently skips the
-  cache (no status at all). With the default, no question over about 3.8 KB would ever be cached,
-  so the buffer is sized for ``max_body_kb`` (:func:`key_buffer_bytes`).
-* Only POST requests are cached; GET (``/health``, ``/docs`` ...) always reaches the app.
-* Only ``200`` answers are kept: the validity comes from ``proxy_cache_valid 200`` alone, because
-  ``Cache-Control``, ``Expires`` and ``X-Accel-Expires`` from the app are ignored. ``Set-Cookie``
-  is deliberately *not* ignored: nginx then never caches an answer that sets a cookie, so one
-  user's cookie can never be served to another. The app sets no cookies, so nothing is lost.
-* ``proxy_cache_lock``: concurrent misses of one key wait for a single upstream request. nginx
-  checks a held lock every 500 ms, so the waiting requests answer up to half a second after the first.
-* The upstream keeps idle connections (HTTP/1.1, ``Connection ""``) for 4 s, less than uvicorn's
-  5 s keep-alive, so nginx does not send a POST on a connection the app is closing; should that
-  happen anyway, ``proxy_next_upstream error non_idempotent`` retries it once on a fresh connection
-  (asking a question changes nothing in the app).
+Its configuration's text, and how caching POST in nginx avoids its traps, is :mod:`~ragperf.systems.nginxconf`.
 
 A reload (SIGHUP) counts only once the ping location answers with the new configuration's digest
 *and* every worker of the old configuration has stopped accepting: for a moment after a reload the
@@ -48,17 +20,13 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import hashlib
 import ipaddress
 import logging
-import math
 import os
 import pwd
 import re
 import shutil
 import signal
-import subprocess
-import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -69,36 +37,21 @@ from typing import Any
 
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.systems import nginxconf
+from ragperf.systems.nginxconf import NGINX_BIN, NginxError
 
 log = logging.getLogger(__name__)
 
-NGINX_BIN = "nginx"
 KIND = "nginx"
 CHANGE_NAME = "cache"
 CONF = "nginx.conf"
 CONF_PREV = "nginx.conf.prev"
 RECORD = "nginx.json"
 KEY_VERSION_FILE = "cache-key-version"
-PING_PATH = "/__nginx_ping"
-CONFIG_HEADER = "X-Ragperf-Config"
-CACHE_ZONE = "ragperf_cache"
-UPSTREAM = "ragperf_app"
-KEYS_ZONE_MB = 16  # about 128 000 keys; fixed so that a reload never has to resize the shared zone
-UPSTREAM_KEEPALIVE = 64  # idle connections to the app each worker keeps
-UPSTREAM_KEEPALIVE_S = 4  # below uvicorn's default keep-alive of 5 s
 MAX_BODY_KB_LIMIT = 1024
-_DIGEST_PLACEHOLDER = "@@RAGPERF_CONFIG_DIGEST@@"
 _UPSTREAM_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
-
-
-class NginxError(ChangeError):
-    """nginx could not be started, reloaded or stopped."""
-
-
-class NginxConfigError(NginxError):
-    """nginx rejected a configuration; the message is nginx's own."""
 
 
 @dataclass(frozen=True)
@@ -169,228 +122,6 @@ class CacheConfig(Config):
         """Where clients reach nginx (the loopback address when it listens on every interface)."""
         host = "127.0.0.1" if self.listen_host == "0.0.0.0" else self.listen_host
         return f"http://{host}:{self.listen_port}"
-
-
-def _ms(seconds: float) -> str:
-    return f"{max(1, round(seconds * 1000))}ms"
-
-
-def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -> str:
-    """The complete nginx.conf for ``cfg``: a pure function of its arguments.
-
-    ``key_version`` is the first part of every cache key (bumping it makes every cached answer
-    unreachable, see :meth:`Nginx.purge`); ``user`` is the ``user`` directive for the workers
-    (``"nobody nogroup"``), for a master running as root only. The ping location
-    ``/__nginx_ping`` answers 200 with the header ``X-Ragperf-Config: <digest of this text>``, so a
-    reload can be confirmed.
-    """
-    d = cfg.state_dir
-    body_limit_kb = max(1024, 4 * cfg.max_body_kb)
-    body_buffer, key_buffer = body_buffer_bytes(cfg.max_body_kb), key_buffer_bytes(cfg.max_body_kb)
-    # proxy_busy_buffers_size must be at least proxy_buffer_size and below all proxy_buffers but one.
-    proxy_buffers = max(8, key_buffer // 8192 + 3)
-    lock_s = max(1, math.ceil(cfg.proxy_timeout_s))
-    header = cfg.cache_status_header
-    log_format = (
-        '{"time":"$time_iso8601","remote":"$remote_addr","method":"$request_method","uri":"$request_uri",'
-        '"status":$status,"bytes":$body_bytes_sent,"request_length":$request_length,'
-        '"request_time":$request_time,"upstream_response_time":"$upstream_response_time",'
-        '"upstream_status":"$upstream_status","upstream":"$upstream_addr","cache":"$upstream_cache_status",'
-        '"connection_requests":$connection_requests}'
-    )
-    lines = [
-        "# Written by ragperf (ragperf.systems.nginx.render); every path is inside the state directory.",
-    ]
-    if user:
-        lines += [f"user {user};", "worker_rlimit_nofile 16384;"]
-    lines += [
-        "worker_processes auto;",
-        "master_process on;",
-        f"worker_shutdown_timeout {lock_s + 10}s;",
-        f"pid {d}/nginx.pid;",
-        f"error_log {d}/error.log warn;",
-        "",
-        "events {",
-        "    worker_connections 4096;",
-        "}",
-        "",
-        "http {",
-        "    default_type application/octet-stream;",
-        "    server_tokens off;",
-        f"    client_body_temp_path {d}/client_body_temp;",
-        f"    proxy_temp_path {d}/proxy_temp;",
-        f"    fastcgi_temp_path {d}/fastcgi_temp;",
-        f"    uwsgi_temp_path {d}/uwsgi_temp;",
-        f"    scgi_temp_path {d}/scgi_temp;",
-        "",
-        f"    log_format ragperf_json escape=json '{log_format}';",
-        f"    access_log {d}/access.log ragperf_json;",
-        "",
-        "    # $request_body (and so the cache key) holds the body only while it is in memory: nginx keeps",
-        "    # it there while (body - bytes read with the headers) < 1.25 x the buffer,",
-        f"    # so every body of up to {cfg.max_body_kb} KiB.",
-        f"    client_max_body_size {body_limit_kb}k;",
-        f"    client_body_buffer_size {body_buffer};",
-        "    client_body_in_single_buffer on;",
-        "",
-        f"    upstream {UPSTREAM} {{",
-    ]
-    if len(cfg.upstreams) > 1:
-        lines.append("        least_conn;")
-    lines += [f"        server {address};" for address in cfg.upstreams]
-    lines += [
-        f"        keepalive {UPSTREAM_KEEPALIVE};",
-        f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;",
-        "    }",
-        "",
-    ]
-    if cfg.cache_enabled:
-        lines += [
-            "    # 0 (cacheable) only for a POST whose body nginx holds in memory; an empty $request_body",
-            "    # (no body, or one too large for the buffer) must never be looked up nor stored.",
-            '    map "$request_method:$request_body" $ragperf_no_cache {',
-            "        volatile;",
-            "        default 1;",
-            '        "POST:" 1;',
-            "        ~^POST: 0;",
-            "    }",
-            "",
-            f"    proxy_cache_path {d}/cache levels=1:2 keys_zone={CACHE_ZONE}:{KEYS_ZONE_MB}m "
-            f"max_size={cfg.cache_size_mb}m inactive={cfg.ttl_s}s use_temp_path=off;",
-            "",
-        ]
-    proxy_common = [
-        f"            proxy_pass http://{UPSTREAM};",
-        "            proxy_http_version 1.1;",
-        '            proxy_set_header Connection "";',
-        "            proxy_set_header Host $host;",
-        "            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
-        "            proxy_set_header X-Real-IP $remote_addr;",
-        f"            proxy_connect_timeout {_ms(min(cfg.proxy_timeout_s, 10.0))};",
-        f"            proxy_send_timeout {_ms(cfg.proxy_timeout_s)};",
-        f"            proxy_read_timeout {_ms(cfg.proxy_timeout_s)};",
-        "            proxy_next_upstream error non_idempotent;",
-        "            proxy_next_upstream_tries 2;",
-    ]
-    lines += [
-        "    server {",
-        f"        listen {cfg.listen_host}:{cfg.listen_port} backlog=4096;",
-        "        server_name localhost;",
-        "",
-        f"        location = {PING_PATH} {{",
-        "            access_log off;",
-        "            default_type text/plain;",
-        f"            add_header {CONFIG_HEADER} {_DIGEST_PLACEHOLDER} always;",
-        '            return 200 "ok\\n";',
-        "        }",
-        "",
-        "        location = /health {",
-        *proxy_common,
-        "        }",
-        "",
-        "        location / {",
-        *proxy_common,
-    ]
-    if cfg.cache_enabled:
-        lines += [
-            f"            proxy_cache {CACHE_ZONE};",
-            "            proxy_cache_methods POST;",
-            f'            proxy_cache_key "ragperf:v{key_version} $request_method $request_uri $content_type\\n'
-            '$request_body";',
-            f"            proxy_cache_valid 200 {cfg.ttl_s}s;",
-            "            proxy_ignore_headers Cache-Control Expires X-Accel-Expires;",
-            "            proxy_cache_bypass $ragperf_no_cache;",
-            "            proxy_no_cache $ragperf_no_cache;",
-        ]
-        if cfg.cache_lock:
-            lines += [
-                "            proxy_cache_lock on;",
-                f"            proxy_cache_lock_timeout {lock_s}s;",
-                f"            proxy_cache_lock_age {lock_s}s;",
-            ]
-        lines += [
-            f"            add_header {header} $upstream_cache_status always;",
-            "            # The whole key is written into each cache entry's header, which must fit in",
-            "            # proxy_buffer_size; nginx silently skips the cache for a longer key.",
-            f"            proxy_buffer_size {key_buffer // 1024}k;",
-            f"            proxy_buffers {proxy_buffers} 8k;",
-            f"            proxy_busy_buffers_size {key_buffer // 1024}k;",
-        ]
-    lines += ["        }", "    }", "}", ""]
-    text = "\n".join(lines)
-    return text.replace(_DIGEST_PLACEHOLDER, config_digest(text))
-
-
-def body_buffer_bytes(max_body_kb: int) -> int:
-    """The ``client_body_buffer_size`` that keeps every body of up to ``max_body_kb`` KiB in memory.
-
-    nginx 1.22 reads a body into memory while the part not read with the headers is smaller than
-    ``buffer + buffer / 4``; the smallest buffer whose 1.25 times exceed the limit is chosen.
-    """
-    limit = max_body_kb * 1024
-    size = (limit * 4) // 5
-    while size + size // 4 <= limit:
-        size += 1
-    return size
-
-
-def key_buffer_bytes(max_body_kb: int) -> int:
-    """The ``proxy_buffer_size`` a cache key with a body of ``max_body_kb`` KiB fits in.
-
-    The in-memory body may exceed the limit by what arrived with the request headers (up to the 8k
-    of a large header buffer); 4 KiB more hold the key prefix, method, URI and content type, and the
-    cache entry's own header. The result is a whole number of 4 KiB pages.
-    """
-    need = max_body_kb * 1024 + 8192 + 4096
-    return -(-need // 4096) * 4096
-
-
-def config_digest(text: str) -> str:
-    """A short digest of a configuration text (the value of the ping location's header)."""
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def rendered_digest(conf_text: str) -> str | None:
-    """The digest :func:`render` put into ``conf_text``, or None."""
-    match = re.search(rf"add_header {CONFIG_HEADER} ([0-9a-f]+) always;", conf_text)
-    return match.group(1) if match else None
-
-
-def check(conf_text: str, state_dir: Path, *, nginx_bin: str = NGINX_BIN) -> None:
-    """Test ``conf_text`` with ``nginx -t`` (nothing is started, no port is bound).
-
-    The text goes to a temporary file in ``state_dir``, removed afterwards. Note that nginx
-    creates the directories and log files the configuration names while testing it.
-
-    Raises:
-        NginxConfigError: nginx rejected the configuration; the message is nginx's own.
-    """
-    state_dir = Path(state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    fd, conf_name = tempfile.mkstemp(prefix=".check-", suffix=".conf", dir=state_dir)
-    conf = Path(conf_name)
-    check_log = conf.with_suffix(".log")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(conf_text)
-        argv = [nginx_bin, "-t", "-q", "-c", str(conf), "-p", f"{state_dir}/", "-e", str(check_log)]
-        try:
-            result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
-        except FileNotFoundError as exc:
-            raise NginxConfigError(f"nginx is not installed ({nginx_bin} not found)") from exc
-        if result.returncode != 0:
-            message = (result.stderr or result.stdout).strip() or _read(check_log).strip() or "no message"
-            raise NginxConfigError(f"nginx rejected the configuration:\n{message}")
-    finally:
-        conf.unlink(missing_ok=True)
-        check_log.unlink(missing_ok=True)
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except FileNotFoundError:
-        return ""
 
 
 def _worker_user() -> tuple[str, int, int] | None:
@@ -470,8 +201,8 @@ def _ping(host: str, port: int, timeout: float = 2.0) -> str | None:
     if host == "0.0.0.0":
         host = "127.0.0.1"
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}{PING_PATH}", timeout=timeout) as response:
-            return response.headers.get(CONFIG_HEADER) if response.status == 200 else None
+        with urllib.request.urlopen(f"http://{host}:{port}{nginxconf.PING_PATH}", timeout=timeout) as response:
+            return response.headers.get(nginxconf.CONFIG_HEADER) if response.status == 200 else None
     except (urllib.error.URLError, OSError):
         return None
 
@@ -487,9 +218,10 @@ class Nginx(procs.Server):
 
     The process record (``nginx.json``: PID, start time, configuration and its digest) is kept in
     the state directory, so any process can look at or stop an instance another one started. A start
-    checks the configuration with ``nginx -t`` first (:class:`NginxConfigError`, nothing started) and
-    is refused while nginx runs: a running nginx takes a new configuration by :meth:`reload`. A stop is
-    nginx's fast shutdown; workers a killed master left behind (same process group) are killed too.
+    checks the configuration with ``nginx -t`` first (:class:`~ragperf.systems.nginxconf.NginxConfigError`,
+    nothing started) and is refused while nginx runs: a running nginx takes a new configuration by
+    :meth:`reload`. A stop is nginx's fast shutdown; workers a killed master left behind (same process
+    group) are killed too.
     """
 
     NAME = "nginx"
@@ -525,7 +257,7 @@ class Nginx(procs.Server):
     @property
     def key_version(self) -> int:
         """The cache-key version in use (kept in the state directory, it only grows)."""
-        text = _read(self.state_dir / KEY_VERSION_FILE).strip()
+        text = nginxconf.read_or_empty(self.state_dir / KEY_VERSION_FILE).strip()
         return int(text) if text.isdigit() else 1
 
     def status(self) -> dict[str, Any]:
@@ -547,14 +279,14 @@ class Nginx(procs.Server):
         worker = _worker_user()
         if worker:
             _check_reachable(self.state_dir, worker[1], worker[2])
-        check(files[CONF], self.state_dir, nginx_bin=self.nginx_bin)
+        nginxconf.check(files[CONF], self.state_dir, nginx_bin=self.nginx_bin)
 
     def argv(self, cfg: CacheConfig) -> list[str]:
         return [self.nginx_bin, "-c", str(self.conf_path), "-p", f"{self.state_dir}/", "-e", str(self.error_log),
                 "-g", "daemon off;"]  # fmt: skip
 
     def record_extra(self, cfg: CacheConfig, files: Mapping[str, str]) -> dict[str, Any]:
-        return {"digest": rendered_digest(files[CONF]) or "", "key_version": self.key_version}
+        return {"digest": nginxconf.rendered_digest(files[CONF]) or "", "key_version": self.key_version}
 
     def awaited(self, cfg: CacheConfig) -> str:
         return f"serve its configuration on port {cfg.listen_port}"
@@ -576,13 +308,13 @@ class Nginx(procs.Server):
             time.sleep(0.05)
 
     def tail(self, proc: procs.Proc) -> str:
-        errors = "\n".join(_read(self.error_log).splitlines()[-15:])
+        errors = "\n".join(nginxconf.read_or_empty(self.error_log).splitlines()[-15:])
         return f"its error log {self.error_log} ends:\n{errors}\n{super().tail(proc)}"
 
     def _render(self, cfg: CacheConfig) -> str:
         self._check_state_dir(cfg)
         worker = _worker_user()
-        return render(cfg, key_version=self.key_version, user=worker[0] if worker else None)
+        return nginxconf.render(cfg, key_version=self.key_version, user=worker[0] if worker else None)
 
     # -- reload and purge -------------------------------------------------------------------------------
 
@@ -603,14 +335,14 @@ class Nginx(procs.Server):
         if record is None or proc is None or not procs.is_alive(proc):
             raise NginxError(f"nginx does not run from {self.state_dir}; start it instead")
         text = self._render(cfg)
-        check(text, self.state_dir, nginx_bin=self.nginx_bin)
-        digest = rendered_digest(text) or ""
+        nginxconf.check(text, self.state_dir, nginx_bin=self.nginx_bin)
+        digest = nginxconf.rendered_digest(text) or ""
         old_cfg = CacheConfig.from_dict(record["config"])
         if digest == record.get("digest") and _ping(old_cfg.listen_host, old_cfg.listen_port) == digest:
             return
         if (cfg.listen_host, cfg.listen_port) != (old_cfg.listen_host, old_cfg.listen_port):
             self._check_port(cfg)
-        previous = _read(self.conf_path)
+        previous = nginxconf.read_or_empty(self.conf_path)
         if previous:
             procs.write_atomic(self.state_dir / CONF_PREV, previous)
         procs.write_atomic(self.conf_path, text)

@@ -21,7 +21,7 @@ import pytest
 
 from ragperf.core import procs
 from ragperf.core.changes import Change
-from ragperf.systems import nginx
+from ragperf.systems import nginx, nginxconf
 
 pytestmark = pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed")
 
@@ -161,12 +161,13 @@ def running(cfg):
 
 def test_render_handles_the_pitfalls_of_caching_post(tmp_path):
     cfg = nginx.CacheConfig(8088, ("127.0.0.1:8000",), tmp_path, ttl_s=120, max_body_kb=32)
-    text = nginx.render(cfg, key_version=3)
+    text = nginxconf.render(cfg, key_version=3)
     assert "proxy_cache_methods POST;" in text
     key = next(line for line in text.splitlines() if "proxy_cache_key" in line)
     assert "ragperf:v3" in key and "$request_method" in key and "$request_uri" in key and "$request_body" in key
     assert (
-        f"client_body_buffer_size {nginx.body_buffer_bytes(32)};" in text and "client_body_in_single_buffer on;" in text
+        f"client_body_buffer_size {nginxconf.body_buffer_bytes(32)};" in text
+        and "client_body_in_single_buffer on;" in text
     )
     assert "proxy_buffer_size 44k;" in text and "proxy_busy_buffers_size 44k;" in text
     assert "client_max_body_size 1024k;" in text
@@ -177,7 +178,7 @@ def test_render_handles_the_pitfalls_of_caching_post(tmp_path):
     ]
     assert "proxy_ignore_headers Cache-Control Expires X-Accel-Expires;" in text  # Set-Cookie is honoured
     assert "proxy_cache_lock on;" in text and "proxy_cache_lock_timeout 60s;" in text
-    unlocked = nginx.render(dataclasses.replace(cfg, cache_lock=False))
+    unlocked = nginxconf.render(dataclasses.replace(cfg, cache_lock=False))
     assert "proxy_cache_lock" not in unlocked and "proxy_cache_methods POST;" in unlocked
     assert "add_header X-Cache-Status $upstream_cache_status always;" in text
     assert "proxy_http_version 1.1;" in text and 'proxy_set_header Connection "";' in text
@@ -188,25 +189,27 @@ def test_render_handles_the_pitfalls_of_caching_post(tmp_path):
         if any(word in line for word in ("_path ", "pid ", "error_log ", "access_log /")):
             assert str(tmp_path) in line, line
     assert "/etc/nginx" not in text and "/var/log" not in text
-    assert nginx.rendered_digest(text) == nginx.config_digest(
-        text.replace(nginx.rendered_digest(text), nginx._DIGEST_PLACEHOLDER)
+    assert nginxconf.rendered_digest(text) == nginxconf.config_digest(
+        text.replace(nginxconf.rendered_digest(text), nginxconf._DIGEST_PLACEHOLDER)
     )
 
 
 @pytest.mark.parametrize("kb", [1, 16, 17, 100, 1024])
 def test_body_buffer_keeps_exactly_max_body_kb_in_memory(kb):
-    size = nginx.body_buffer_bytes(kb)  # nginx keeps a body in memory while it is < size + size // 4
+    size = nginxconf.body_buffer_bytes(kb)  # nginx keeps a body in memory while it is < size + size // 4
     assert size + size // 4 > kb * 1024 >= (size - 1) + (size - 1) // 4
-    assert nginx.key_buffer_bytes(kb) % 4096 == 0 and nginx.key_buffer_bytes(kb) >= kb * 1024 + 8192
+    assert nginxconf.key_buffer_bytes(kb) % 4096 == 0 and nginxconf.key_buffer_bytes(kb) >= kb * 1024 + 8192
 
 
 def test_render_without_cache_is_a_plain_load_balancing_proxy(tmp_path):
     cfg = nginx.CacheConfig(8088, ("127.0.0.1:8000", "127.0.0.1:8001"), tmp_path, cache_enabled=False)
-    text = nginx.render(cfg)
+    text = nginxconf.render(cfg)
     assert "proxy_cache" not in text and "X-Cache-Status" not in text
     assert "least_conn;" in text and "server 127.0.0.1:8001;" in text and "proxy_pass http://ragperf_app;" in text
-    assert nginx.render(cfg) == text  # pure
-    assert nginx.rendered_digest(text) != nginx.rendered_digest(nginx.render(replace(cfg, cache_enabled=True)))
+    assert nginxconf.render(cfg) == text  # pure
+    assert nginxconf.rendered_digest(text) != nginxconf.rendered_digest(
+        nginxconf.render(replace(cfg, cache_enabled=True))
+    )
 
 
 @pytest.mark.parametrize(
@@ -250,9 +253,9 @@ def test_config_round_trips_through_a_change_and_json(tmp_path):
 def test_check_reports_nginx_own_message(tmp_path):
     tmp_path.chmod(0o755)
     cfg = nginx.CacheConfig(procs.free_port(), ("127.0.0.1:8000",), tmp_path)
-    nginx.check(nginx.render(cfg), tmp_path)  # valid: no error
-    with pytest.raises(nginx.NginxConfigError, match='unknown directive "bogus_directive"'):
-        nginx.check(nginx.render(cfg).replace("server_tokens off;", "bogus_directive on;"), tmp_path)
+    nginxconf.check(nginxconf.render(cfg), tmp_path)  # valid: no error
+    with pytest.raises(nginxconf.NginxConfigError, match='unknown directive "bogus_directive"'):
+        nginxconf.check(nginxconf.render(cfg).replace("server_tokens off;", "bogus_directive on;"), tmp_path)
     assert not list(tmp_path.glob(".check-*")), "the checked file is left behind"
 
 
@@ -326,27 +329,27 @@ def test_a_reload_that_nginx_rejects_changes_nothing(upstream, cfg, running, mon
     question = unique("reload")
     assert ask(cfg.listen_port, question)[1] == "MISS"
     pid, conf = running.proc.pid, running.conf_path.read_text()
-    good = nginx.render
-    monkeypatch.setattr(nginx, "render", lambda *a, **k: good(*a, **k).replace("server_tokens off;", "no_such x;"))
-    with pytest.raises(nginx.NginxConfigError, match='unknown directive "no_such"'):
+    good = nginxconf.render
+    monkeypatch.setattr(nginxconf, "render", lambda *a, **k: good(*a, **k).replace("server_tokens off;", "no_such x;"))
+    with pytest.raises(nginxconf.NginxConfigError, match='unknown directive "no_such"'):
         running.reload(replace(cfg, ttl_s=5))
     monkeypatch.undo()
     assert running.conf_path.read_text() == conf and not (cfg.state_dir / nginx.CONF_PREV).exists()
     assert running.running and running.proc.pid == pid
     assert ask(cfg.listen_port, question)[:2] == (200, "HIT")  # the old configuration still serves
-    assert running.status()["serving_digest"] == nginx.rendered_digest(conf)
+    assert running.status()["serving_digest"] == nginxconf.rendered_digest(conf)
 
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        with pytest.raises(nginx.NginxError, match="in use"):
+        with pytest.raises(nginxconf.NginxError, match="in use"):
             running.reload(replace(cfg, listen_port=taken.getsockname()[1]))
     assert running.conf_path.read_text() == conf
 
     running.reload(replace(cfg, ttl_s=5))  # a good one takes, same master
     assert running.proc.pid == pid and running.config.ttl_s == 5
     assert (cfg.state_dir / nginx.CONF_PREV).read_text() == conf
-    assert running.status()["serving_digest"] == running.status()["digest"] != nginx.rendered_digest(conf)
+    assert running.status()["serving_digest"] == running.status()["digest"] != nginxconf.rendered_digest(conf)
 
 
 def test_purge_turns_a_hit_into_a_miss(upstream, cfg, running):
@@ -389,7 +392,7 @@ def test_a_start_that_fails_half_way_is_undone_cleanly(cfg):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", cfg.listen_port))
         taken.listen()
-        with pytest.raises(nginx.NginxError, match="in use"):
+        with pytest.raises(nginxconf.NginxError, match="in use"):
             applier.apply([start])
     applier.undo([start])
     assert not nginx.Nginx(cfg.state_dir).running and not nginx.Nginx(cfg.state_dir).record_path.exists()
@@ -399,7 +402,7 @@ def test_another_process_can_stop_it_from_the_record(cfg, running):
     master = running.proc
     stranger = nginx.Nginx(cfg.state_dir)  # knows only the directory
     assert stranger.status()["pid"] == master.pid
-    with pytest.raises(nginx.NginxError, match="already runs"):
+    with pytest.raises(nginxconf.NginxError, match="already runs"):
         stranger.start(cfg)
     assert stranger.stop() is True
     assert not procs.is_alive(master) and stranger.status()["running"] is False
