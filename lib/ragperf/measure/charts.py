@@ -6,7 +6,8 @@ and axis labels with units. Better is green and worse is orange, decided by the 
 registry; unchanged, noise and "no verdict" are grey. No data, or NaN values, give a short "no data" note
 in the axes, never an error. Figures display in a notebook as they are (even with no pyplot backend set
 up) and are written with ``save``. seaborn is imported when a chart is made, not at import time: it
-imports pyplot.
+imports pyplot. The comparison with a baseline is charted in :mod:`ragperf.measure.comparecharts`, with
+this module's theme and helpers (:func:`chart`, :func:`figure`, :func:`empty`, :func:`floats`, :func:`has`).
 """
 
 from __future__ import annotations
@@ -27,10 +28,9 @@ import pandas as pd
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.patches import Patch
 
-from ragperf.measure.compare import STEP_STATISTICS, bootstrap_diff_ci
-from ragperf.measure.metrics import FAILURE_CLASSES, REGISTRY, USERS_KEYS, Slo, format_value, holds, metric
+from ragperf.measure.compare import bootstrap_diff_ci
+from ragperf.measure.metrics import FAILURE_CLASSES, Slo, format_value, holds
 
 BETTER = "#1b9e77"
 WORSE = "#d95f02"
@@ -51,8 +51,6 @@ USERS_AXIS = "Concurrent users"
 BOOT = {"n_boot": 2000, "seed": 0}  # as ragperf.measure.compare, so a chart's interval and the comparison's agree
 PERCENTILES = {"p50": (50.0, "p50 (median)", USERS, "-"), "p95": (95.0, "p95", "black", "-"),
                "p99": (99.0, "p99", "#666666", "--")}  # fmt: skip
-RATIO_FLOOR = 1e-3  # a value that fell to zero is drawn at 1/1000 of the baseline
-CHANGE_AXIS = "Change from the baseline (%)"
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -79,7 +77,7 @@ def themed() -> Iterator[None]:
         yield
 
 
-def _chart(build: Callable[P, R]) -> Callable[P, R]:
+def chart(build: Callable[P, R]) -> Callable[P, R]:
     """A chart function that builds its figure in the theme."""
 
     @functools.wraps(build)
@@ -109,11 +107,13 @@ class Chart(Figure):
         return buffer.getvalue()
 
 
-def _figure(width: float, height: float) -> Figure:
+def figure(width: float, height: float) -> Figure:
+    """A themed :class:`Chart` of ``width`` x ``height`` inches, laid out by matplotlib."""
     return Chart(figsize=(width, height), layout="constrained")
 
 
-def _empty(ax: Axes, text: str) -> None:
+def empty(ax: Axes, text: str) -> None:
+    """A short grey note in the middle of ``ax`` ("no data" ...) instead of a chart."""
     ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color=NEUTRAL)
 
 
@@ -122,14 +122,15 @@ def _legend(ax: Axes, **kwargs: Any) -> None:
         ax.legend(**kwargs)
 
 
-def _values(frame: pd.DataFrame, column: str) -> np.ndarray:
+def floats(frame: pd.DataFrame, column: str) -> np.ndarray:
     """A column as floats, NaN where a value (or the whole column) is missing."""
     if column not in frame:
         return np.full(len(frame), np.nan)
     return pd.to_numeric(frame[column], errors="coerce").to_numpy(float)
 
 
-def _has(frame: pd.DataFrame | None, *columns: str) -> bool:
+def has(frame: pd.DataFrame | None, *columns: str) -> bool:
+    """True when ``frame`` exists and holds every one of ``columns``."""
     return frame is not None and set(columns) <= set(frame.columns)
 
 
@@ -163,23 +164,23 @@ def _step_labels(scenarios: Sequence[str], users: Sequence[float]) -> list[str]:
 
 def _latency_frame(records: pd.DataFrame, scenario: str | None) -> tuple[pd.DataFrame, list[str]]:
     """Requests with a latency, labelled by load level (column ``USERS_AXIS``); the labels by users."""
-    if not _has(records, "scenario", "step", "users_target", "latency_s"):
+    if not has(records, "scenario", "step", "users_target", "latency_s"):
         return pd.DataFrame(columns=[USERS_AXIS, "latency_s"]), []
     records = _only(records, scenario)
-    records = records[np.isfinite(_values(records, "latency_s"))]
-    groups = sorted(records.groupby(["scenario", "step"], sort=False), key=lambda g: _values(g[1], "users_target")[0])
-    labels = _step_labels([str(name) for (name, _), _ in groups], [_values(g, "users_target")[0] for _, g in groups])
+    records = records[np.isfinite(floats(records, "latency_s"))]
+    groups = sorted(records.groupby(["scenario", "step"], sort=False), key=lambda g: floats(g[1], "users_target")[0])
+    labels = _step_labels([str(name) for (name, _), _ in groups], [floats(g, "users_target")[0] for _, g in groups])
     parts = [pd.DataFrame({USERS_AXIS: label, "latency_s": g["latency_s"].to_numpy(float)})
              for label, (_, g) in zip(labels, groups, strict=True)]  # fmt: skip
     return (pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=[USERS_AXIS, "latency_s"])), labels
 
 
-@_chart
+@chart
 def latency_distributions(records: pd.DataFrame, scenario: str | None = None) -> Figure:
     """Latency of every request per load level: a box plot (whiskers 5-95 %) and the ECDF of each step."""
     import seaborn as sns
 
-    fig = _figure(12, 4.8)
+    fig = figure(12, 4.8)
     ax_box, ax_cdf = fig.subplots(1, 2)
     fig.suptitle("Latency per request by load level (all requests, failures at the time they took)")
     frame, labels = _latency_frame(records, scenario)
@@ -197,8 +198,8 @@ def latency_distributions(records: pd.DataFrame, scenario: str | None = None) ->
                      ax=ax_cdf)  # fmt: skip
         sns.move_legend(ax_cdf, "lower right", fontsize="small", title=USERS_AXIS)
     else:
-        _empty(ax_box, "no requests")
-        _empty(ax_cdf, "no requests")
+        empty(ax_box, "no requests")
+        empty(ax_cdf, "no requests")
     ax_box.set(title="Spread (box: 25-75 %, whiskers: 5-95 %)", xlabel=USERS_AXIS, ylabel="Latency (s)")
     ax_cdf.set(title="Share of requests answered within a time (ECDF)", xlabel="Latency (s)",
                ylabel="Requests at or below (%)", ylim=(0, 100))  # fmt: skip
@@ -219,7 +220,7 @@ def _line(ax: Axes, x: np.ndarray, y: np.ndarray, colour: str, label: str, **sty
 
 def _step_records(steps: pd.DataFrame, records: pd.DataFrame | None) -> list[pd.DataFrame] | None:
     """The requests of each step row (matched by scenario and step), or None without usable records."""
-    if not _has(records, "scenario", "step", "latency_s") or not _has(steps, "scenario", "step"):
+    if not has(records, "scenario", "step", "latency_s") or not has(steps, "scenario", "step"):
         return None
     groups = dict(iter(records.groupby(["scenario", "step"], sort=False)))
     keys = zip(steps["scenario"], steps["step"], strict=True)
@@ -273,7 +274,7 @@ def _held_points(ax: Axes, users: np.ndarray, values: np.ndarray, held: list[boo
                     palette={"held": BETTER, "broke": WORSE}, label=label, ax=ax)  # fmt: skip
 
 
-@_chart
+@chart
 def percentiles_vs_users(
     steps_df: pd.DataFrame, slo: Slo | None = None, scenario: str | None = None, *, records: pd.DataFrame | None = None
 ) -> Figure:
@@ -282,17 +283,17 @@ def percentiles_vs_users(
     Given the steps' per-request ``records``, each percentile carries its 95 % bootstrap interval.
     """
     steps = _steps_sorted(steps_df, scenario)
-    fig = _figure(12, 4.8)
+    fig = figure(12, 4.8)
     ax_lat, ax_ok = fig.subplots(1, 2)
     fig.suptitle("Latency and success rate as users are added")
-    users = _values(steps, "users_target")
-    drawn = {name: _line(ax_lat, users, _values(steps, name), colour, label, linestyle=dash)
+    users = floats(steps, "users_target")
+    drawn = {name: _line(ax_lat, users, floats(steps, name), colour, label, linestyle=dash)
              for name, (_, label, colour, dash) in PERCENTILES.items() if name in steps}  # fmt: skip
-    has_rate = _line(ax_ok, users, _values(steps, "success_rate"), "black", "success rate")
+    has_rate = _line(ax_ok, users, floats(steps, "success_rate"), "black", "success rate")
     if slo is not None and len(steps):
         held = [holds(row, slo) for _, row in steps.iterrows()]
-        _held_points(ax_lat, users, _values(steps, "p95"), held, "step held / broke the SLO")
-        _held_points(ax_ok, users, _values(steps, "success_rate"), held, None)
+        _held_points(ax_lat, users, floats(steps, "p95"), held, "step held / broke the SLO")
+        _held_points(ax_ok, users, floats(steps, "success_rate"), held, None)
         ax_lat.axhline(slo.p95_s, color=WORSE, linestyle="--", label=f"SLO: p95 < {slo.p95_s:g} s")
         ax_ok.axhline(slo.success_rate_pct, color=WORSE, linestyle="--", label=f"SLO: ≥ {slo.success_rate_pct:g} %")
     per_step = _step_records(steps, records)
@@ -300,13 +301,13 @@ def percentiles_vs_users(
         label: str | None = "95 % bootstrap interval"
         for name in (n for n, ok in drawn.items() if ok):
             q, _, colour, _ = PERCENTILES[name]
-            bounds = [_percentile_interval(_values(step, "latency_s"), q) for step in per_step]
-            _intervals(ax_lat, users, _values(steps, name), bounds, colour, label)
+            bounds = [_percentile_interval(floats(step, "latency_s"), q) for step in per_step]
+            _intervals(ax_lat, users, floats(steps, name), bounds, colour, label)
             label = None
     if not any(drawn.values()):
-        _empty(ax_lat, "no data")
+        empty(ax_lat, "no data")
     if not has_rate:
-        _empty(ax_ok, "no data")
+        empty(ax_ok, "no data")
     for ax in (ax_lat, ax_ok):
         _users_ticks(ax, users)
         _legend(ax, fontsize="small")
@@ -315,7 +316,7 @@ def percentiles_vs_users(
     return fig
 
 
-@_chart
+@chart
 def throughput_vs_users(
     steps_df: pd.DataFrame, scenario: str | None = None, *, records: pd.DataFrame | None = None
 ) -> Figure:
@@ -324,18 +325,18 @@ def throughput_vs_users(
     Given the steps' per-request ``records``, the OK rate carries its 95 % bootstrap interval.
     """
     steps = _steps_sorted(steps_df, scenario)
-    fig = _figure(7, 4.5)
+    fig = figure(7, 4.5)
     ax = fig.subplots()
-    users, throughput = _values(steps, "users_target"), _values(steps, "throughput_rps")
+    users, throughput = floats(steps, "users_target"), floats(steps, "throughput_rps")
     drawn = _line(ax, users, throughput, BETTER, "answered OK")
     if "request_rps" in steps:
-        _line(ax, users, _values(steps, "request_rps"), NEUTRAL, "all requests", linestyle=":", marker=".")
+        _line(ax, users, floats(steps, "request_rps"), NEUTRAL, "all requests", linestyle=":", marker=".")
     per_step = _step_records(steps, records)
     if per_step is not None and drawn:
         bounds = [_throughput_interval(step, tp) for step, tp in zip(per_step, throughput, strict=True)]
         _intervals(ax, users, throughput, bounds, BETTER, "95 % bootstrap interval")
     if not drawn:
-        _empty(ax, "no data")
+        empty(ax, "no data")
     _users_ticks(ax, users)
     ax.set(title="Throughput as users are added", xlabel=USERS_AXIS, ylabel="Throughput (requests/s)")
     ax.set_ylim(bottom=0)
@@ -343,26 +344,26 @@ def throughput_vs_users(
     return fig
 
 
-@_chart
+@chart
 def failures_by_class(steps_df: pd.DataFrame, scenario: str | None = None) -> Figure:
     """Failed requests of each step, stacked by failure class."""
     import seaborn as sns
 
     steps = _steps_sorted(steps_df, scenario)
-    fig = _figure(max(6, 0.8 * len(steps) + 3), 4.5)
+    fig = figure(max(6, 0.8 * len(steps) + 3), 4.5)
     ax = fig.subplots()
     scenarios = steps["scenario"].astype(str).tolist() if "scenario" in steps else [""] * len(steps)
-    labels = _step_labels(scenarios, _values(steps, "users_target").tolist())
+    labels = _step_labels(scenarios, floats(steps, "users_target").tolist())
     bottom = np.zeros(len(steps))
     for column in (c for c in steps.columns if str(c).startswith("failures_")):
-        counts = np.nan_to_num(_values(steps, column))
+        counts = np.nan_to_num(floats(steps, column))
         if counts.any():
             cls = column.removeprefix("failures_")
             sns.barplot(x=labels, y=counts, order=labels, bottom=bottom.copy(), color=CLASS_COLOURS.get(cls, NEUTRAL),
                         saturation=1, label=cls.replace("_", " "), ax=ax)  # fmt: skip
             bottom += counts
     if not bottom.any():
-        _empty(ax, "no failed requests" if len(steps) else "no data")
+        empty(ax, "no failed requests" if len(steps) else "no data")
     else:
         ax.legend(title="Failure class", fontsize="small")
     ax.set(title="Failed requests by class", xlabel=USERS_AXIS, ylabel="Failed requests (count)")
@@ -408,13 +409,13 @@ def _side_by_side_panel(ax: Axes, row: pd.Series) -> None:
     ax.set_ylim(0, 1.2 * max(heights) if heights and max(heights) > 0 else 1)
 
 
-@_chart
+@chart
 def side_by_side_chart(table: pd.DataFrame) -> Figure:
     """The users' numbers beside ours, one panel per metric (a ``metrics.side_by_side`` table)."""
     n = len(table)
     cols = min(4, max(n, 1))
     rows = max(1, math.ceil(n / cols))
-    fig = _figure(3.2 * cols, 3.3 * rows)
+    fig = figure(3.2 * cols, 3.3 * rows)
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     fig.suptitle("The users' measurements beside ours (green: ours better, orange: worse, hatched: their range)")
     for ax, (_, row) in zip(axes, table.iterrows(), strict=False):
@@ -423,176 +424,7 @@ def side_by_side_chart(table: pd.DataFrame) -> Figure:
         ax.set_visible(False)
     if not n:
         axes[0].set_visible(True)
-        _empty(axes[0], "no data")
-    return fig
-
-
-# --- the comparison with a baseline: ratios on a log scale -------------------------------------------
-
-
-def _log_ratio(change_pct: np.ndarray) -> np.ndarray:
-    """Percent change from the baseline to log10 of the ratio current / baseline (zero at the floor)."""
-    return np.log10(np.maximum(1.0 + np.asarray(change_pct, float) / 100.0, RATIO_FLOOR))
-
-
-def _from_log_ratio(log_ratio: np.ndarray) -> np.ndarray:
-    return 100.0 * (np.power(10.0, log_ratio) - 1.0)
-
-
-def _ratio_text(ratio: float) -> str:
-    if ratio <= RATIO_FLOOR:
-        return "→ 0"
-    return f"{ratio:.3g}×" if ratio >= 1 else f"1/{1 / ratio:.3g}×"
-
-
-def _percent_text(change_pct: float) -> str:
-    if round(change_pct, 1) == 0:
-        return "0 %"
-    text = f"{change_pct:+,.0f} %" if abs(change_pct) >= 100 else f"{change_pct:+.3g} %"
-    return text.replace("-", "−")
-
-
-def _ratio_axis(ax: Axes, extent: float) -> None:
-    """The x axis in percent change, drawn on a log scale of the ratio current / baseline: 1× in the middle,
-    as far to 1/10× as to 10×, each tick labelled with the ratio and the percent."""
-    ax.set_xscale("function", functions=(_log_ratio, _from_log_ratio))
-    ax.set_xlim(_from_log_ratio(-extent), _from_log_ratio(extent))
-    mantissas = (1.0, 2.0, 5.0) if extent <= 1.0 else (1.0, 3.0) if extent <= 2.0 else (1.0,)
-    rises = [m * 10.0**k for k in range(4) for m in mantissas if math.log10(m * 10.0**k) <= extent + 1e-9]
-    ratios = sorted({*rises, *(1.0 / r for r in rises)})
-    ax.set_xticks([100.0 * (r - 1.0) for r in ratios], [f"{_ratio_text(r)}\n{_percent_text(100 * (r - 1))}"
-                                                        for r in ratios], fontsize="small")  # fmt: skip
-    ax.axvline(0.0, color="black", linewidth=0.8)
-    ax.grid(axis="x", alpha=0.5)
-    ax.grid(axis="y", visible=False)
-
-
-def _interval_pct(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    """The bootstrap interval of each change as percent of the baseline (NaN where the table has none)."""
-    base = np.abs(_values(df, "baseline"))
-    base[base == 0] = np.nan
-    return 100.0 * _values(df, "ci_low") / base, 100.0 * _values(df, "ci_high") / base
-
-
-def _extent(df: pd.DataFrame) -> float:
-    """Half the width of the symmetric log axis (decades) that holds every bar and interval, at least 2×."""
-    low, high = _interval_pct(df)
-    ends = np.concatenate([_values(df, "change_pct"), low, high])
-    ratios = 1.0 + ends[np.isfinite(ends)] / 100.0
-    ratios = ratios[ratios > RATIO_FLOOR]
-    widest = float(np.abs(np.log10(ratios)).max()) if ratios.size else 0.0
-    return max(math.log10(2.0), 1.3 * widest)
-
-
-def _ratio_bars(ax: Axes, df: pd.DataFrame, y: np.ndarray) -> list[Any]:
-    """Bars from 1× to each ratio, coloured by the call, with the bootstrap interval as an error bar."""
-    up = np.argsort(y, kind="stable")  # drawn bottom-up
-    df, y = df.iloc[up], y[up]
-    change = _values(df, "change_pct")
-    known = np.isfinite(change)
-    ax.barh(y[known], change[known], height=0.6, color=[CALL_COLOURS.get(c, NEUTRAL) for c in df["call"][known]])
-    handles: list[Any] = [Patch(color=BETTER, label="better"), Patch(color=WORSE, label="worse"),
-                          Patch(color=NEUTRAL, label="same, or within noise")]  # fmt: skip
-    low, high = _interval_pct(df)
-    with_ci = known & np.isfinite(low) & np.isfinite(high)
-    if with_ci.any():
-        err = np.clip(np.vstack([(change - low)[with_ci], (high - change)[with_ci]]), 0, None)
-        handles.append(ax.errorbar(change[with_ci], y[with_ci], xerr=err, fmt="none", ecolor="black", capsize=3,
-                                   label="95 % bootstrap interval"))  # fmt: skip
-    for yi, pct, base in zip(y, change, _values(df, "baseline"), strict=True):
-        # At the bar's root, on the other side of 1×, where neither the bar nor its interval is.
-        rose = not math.isfinite(pct) or pct >= 0
-        text = _ratio_text(max(1.0 + pct / 100.0, RATIO_FLOOR)) if math.isfinite(pct) else "no ratio"
-        text += " (from 0)" if base == 0 else ""
-        ax.annotate(text, (0.0, yi), xytext=(-5 if rose else 5, 0), textcoords="offset points", va="center",
-                    ha="right" if rose else "left", fontsize="small", color="0.3")  # fmt: skip
-    return handles
-
-
-def _row_label(row: Any, with_metric: bool) -> str:
-    unit = str(row.unit)
-    values = f"{format_value(_float(row.baseline), unit)} → {format_value(_float(row.current), unit)}"
-    return f"{row.metric}\n{values}" if with_metric else f"{row.step}\n{values}"
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return None if math.isnan(number) else number
-
-
-def _headline_rows(compare_df: pd.DataFrame) -> pd.DataFrame:
-    """Run-level rows: the users' seven metrics first, in their order, then the others in the registry's."""
-    run = compare_df[compare_df["step"].fillna("").astype(str) == ""]
-    rank = {key: i for i, key in enumerate([*USERS_KEYS, *(k for k in REGISTRY if k not in USERS_KEYS)])}
-    order = run["key"].map(rank).fillna(len(rank)) if "key" in run else pd.Series(len(rank), run.index)
-    return run.iloc[np.argsort(order.to_numpy(float), kind="stable")]
-
-
-def _comparable(compare_df: pd.DataFrame) -> bool:
-    return _has(compare_df, "metric", "step", "unit", "baseline", "current", "change_pct", "call")
-
-
-@_chart
-def compare_chart(compare_df: pd.DataFrame) -> Figure:
-    """The headline of a ``compare.compare`` table: each run-level metric as current / baseline on a log
-    scale (the users' seven first), with the bootstrap interval where known; per-step rows are in
-    :func:`compare_steps_chart`."""
-    df = _headline_rows(compare_df) if _comparable(compare_df) else pd.DataFrame()
-    fig = _figure(10, max(3.0, 0.5 * len(df) + 2.2))
-    ax = fig.subplots()
-    fig.suptitle("Current run against the baseline: current / baseline on a log scale (1× = unchanged;\n"
-                 "1/10× and 10× lie equally far from it, left fell, right rose)")  # fmt: skip
-    if df.empty:
-        _empty(ax, "nothing to compare")
-        ax.set(xlabel=CHANGE_AXIS, ylabel="Metric")
-        return fig
-    y = np.arange(len(df))[::-1]  # the first row at the top
-    handles = _ratio_bars(ax, df, y)
-    _ratio_axis(ax, _extent(df))
-    ax.set_yticks(y, [_row_label(row, True) for row in df.itertuples(index=False)], fontsize="small")
-    ax.set_ylim(-0.6, len(df) - 0.4)
-    n_users = int(df["key"].isin(USERS_KEYS).sum()) if "key" in df else 0
-    if 0 < n_users < len(df):
-        ax.axhline(len(df) - n_users - 0.5, color="black", linewidth=0.8, linestyle=":")
-        title = "The users' metrics first (above the dotted line), then the others"
-    else:
-        title = "The users' metrics" if n_users else "Supplementary metrics"
-    ax.set(title=title, xlabel=CHANGE_AXIS, ylabel="Metric")
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
-    return fig
-
-
-@_chart
-def compare_steps_chart(compare_df: pd.DataFrame) -> Figure:
-    """The per-step rows of a ``compare.compare`` table: one panel per statistic (p50, p95, success rate,
-    throughput), each step's current / baseline on the same log scale as :func:`compare_chart`."""
-    df = compare_df[compare_df["step"].fillna("").astype(str) != ""] if _comparable(compare_df) else pd.DataFrame()
-    keys = [k for k in STEP_STATISTICS if not df.empty and (df["key"] == k).any()]
-    steps = list(dict.fromkeys(df["step"])) if keys else []
-    fig = _figure(max(6.0, 3.6 * len(keys) + 2.0), max(3.0, 0.45 * len(steps) + 2.2))
-    fig.suptitle("Each step against the baseline: current / baseline on a log scale (1× = unchanged)")
-    if not keys:
-        ax = fig.subplots()
-        _empty(ax, "no step measured in both runs")
-        ax.set(xlabel=CHANGE_AXIS, ylabel="Step")
-        return fig
-    axes = np.atleast_1d(fig.subplots(1, len(keys), sharey=True, sharex=True))
-    extent = _extent(df)
-    handles: list[Any] = []
-    for ax, key in zip(axes, keys, strict=True):
-        rows = df[df["key"] == key].set_index("step").reindex(steps).reset_index()
-        rows["call"] = rows["call"].fillna("")
-        y = np.arange(len(rows))[::-1]
-        drawn = _ratio_bars(ax, rows, y)
-        handles = drawn if len(drawn) > len(handles) else handles
-        _ratio_axis(ax, extent)
-        ax.set(title=metric(key).label, xlabel=CHANGE_AXIS)
-    axes[0].set_yticks(np.arange(len(steps))[::-1], steps, fontsize="small")
-    axes[0].set(ylim=(-0.6, len(steps) - 0.4), ylabel="Step")
-    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles), fontsize="small")
+        empty(axes[0], "no data")
     return fig
 
 
@@ -600,35 +432,35 @@ LAYER_COLOURS = {"nginx": "#1b9e77", "redis": "#66a61e", "coalesced": "#e6ab02",
                  "unknown": NEUTRAL}  # fmt: skip
 
 
-@_chart
+@chart
 def cache_layers(layers: pd.DataFrame, title: str = "Who answered: the share of requests each layer served") -> Figure:
     """Horizontal stacked bars, one per row of :func:`ragperf.measure.metrics.cache_layers` (labelled by its
     ``label`` column if present, else scenario and step), with the p95 of cached and uncached answers."""
     import seaborn as sns
 
-    fig = _figure(9, 1.2 + 0.55 * max(1, len(layers)))
+    fig = figure(9, 1.2 + 0.55 * max(1, len(layers)))
     ax = fig.add_subplot()
     ax.set_title(title)
     ax.set_xlabel("Share of requests (%)")
     if layers.empty:
-        _empty(ax, "no requests")
+        empty(ax, "no requests")
         return fig
     if "label" in layers:
         labels = _unique(layers["label"].astype(str).tolist())
-    elif _has(layers, "scenario", "step"):
+    elif has(layers, "scenario", "step"):
         labels = _unique((layers["scenario"].astype(str) + " " + layers["step"].astype(str)).tolist())
     else:
         labels = _unique([str(i) for i in range(len(layers))])
     left = np.zeros(len(layers))
     for layer, colour in LAYER_COLOURS.items():
-        share = np.nan_to_num(_values(layers, f"{layer}_pct"))
+        share = np.nan_to_num(floats(layers, f"{layer}_pct"))
         if share.any():
             sns.barplot(x=share, y=labels, order=labels, orient="y", left=left.copy(), color=colour, saturation=1,
                         label=layer, width=0.6, ax=ax)  # fmt: skip
             left += share
     if not left.any():
-        _empty(ax, "no layer reported")
-    for yi, (hit, miss) in enumerate(zip(_values(layers, "hit_p95"), _values(layers, "miss_p95"), strict=True)):
+        empty(ax, "no layer reported")
+    for yi, (hit, miss) in enumerate(zip(floats(layers, "hit_p95"), floats(layers, "miss_p95"), strict=True)):
         notes = [f"cached p95 {format_value(hit * 1000, 'ms')}"] if math.isfinite(hit) else []
         notes += [f"uncached p95 {format_value(miss, 's')}"] if math.isfinite(miss) else []
         ax.text(101, yi, "; ".join(notes), va="center", fontsize=8)
@@ -658,7 +490,7 @@ def step_explorer(records: pd.DataFrame) -> Any:
     """
     import ipywidgets as widgets
 
-    steps = records[["scenario", "step"]].drop_duplicates() if _has(records, "scenario", "step") else pd.DataFrame()
+    steps = records[["scenario", "step"]].drop_duplicates() if has(records, "scenario", "step") else pd.DataFrame()
     options = [(f"{scenario} {step}", (scenario, step)) for scenario, step in steps.itertuples(index=False)]
     image, table = widgets.Image(format="png"), widgets.HTML()
 

@@ -26,7 +26,7 @@ from ragperf.core.params import Params
 from ragperf.core.redact import install_log_filter
 from ragperf.core.target import Target
 from ragperf.lab import frozen
-from ragperf.measure import charts, metrics, scenarios
+from ragperf.measure import charts, comparecharts, metrics, scenarios
 from ragperf.measure.loadgen import LoadResult
 from ragperf.measure.workload import WorkItem, in_order_workload, read_pool, replay_workload, zipf_workload
 from ragperf.runs import rollback, targets
@@ -371,7 +371,10 @@ def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dic
         display(Markdown(f"### {heading}\n\n" + compare.compare_text(table).replace("\n- ", "\n\n- ")))
     if tables:
         first = next(iter(tables.values()))
-        for name, chart in (("compare", charts.compare_chart), ("compare_steps", charts.compare_steps_chart)):
+        for name, chart in (
+            ("compare", comparecharts.compare_chart),
+            ("compare_steps", comparecharts.compare_steps_chart),
+        ):
             fig = chart(first)
             charts.save(fig, ctx.out / f"{name}.png")
             display(fig)

@@ -10,7 +10,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.font_manager import font_scalings
 
-from ragperf.measure import charts, compare, metrics
+from ragperf.measure import charts, compare, comparecharts, metrics
 from ragperf.measure.metrics import Slo
 
 
@@ -108,7 +108,7 @@ def test_compare_chart_colours_by_call(tmp_path):
     current = {"response_time_10_users": {"value": 3.0}, "success_rate_10_users": {"value": 30.0},
                "cache_speedup": {"value": 1.24}}  # fmt: skip
     df = compare.compare(baseline, current)
-    fig = charts.compare_chart(df)
+    fig = comparecharts.compare_chart(df)
     ax = fig.axes[0]
     assert ax.get_xlabel() == "Change from the baseline (%)"
     # rows are drawn bottom-up: cache (same), response time (better), success rate (worse)
@@ -123,7 +123,10 @@ def test_charts_show_in_a_notebook_without_pyplot(ladder):
 
 
 def test_the_chart_module_leaves_pyplot_alone():
-    code = "import sys, ragperf.measure.charts, ragperf.measure.compare; assert 'matplotlib.pyplot' not in sys.modules"
+    code = (
+        "import sys, ragperf.measure.charts, ragperf.measure.comparecharts, ragperf.measure.compare; "
+        "assert 'matplotlib.pyplot' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
@@ -158,8 +161,8 @@ def _every_chart(ladder: pd.DataFrame) -> dict[str, Figure]:
         "throughput": charts.throughput_vs_users(steps, records=ladder),
         "failures": charts.failures_by_class(steps),
         "side_by_side": charts.side_by_side_chart(metrics.side_by_side(metrics.phase_metrics(fixed=ladder))),
-        "compare": charts.compare_chart(table),
-        "compare_steps": charts.compare_steps_chart(table),
+        "compare": comparecharts.compare_chart(table),
+        "compare_steps": comparecharts.compare_steps_chart(table),
         "cache_layers": charts.cache_layers(_layers()),
     }
 
@@ -246,7 +249,7 @@ def test_compare_chart_puts_ratios_on_a_log_axis_the_users_metrics_first(tmp_pat
                     "max_concurrent_users": 40, "success_rate_10_users": 20.0})  # fmt: skip
     baseline["steps"] = current["steps"] = [{"scenario": "fixed", "step": "users=10", "p50": 1.0, "p95": 2.0}]
     table = compare.compare(baseline, current).sample(frac=1, random_state=1)  # any row order
-    fig = charts.compare_chart(table)
+    fig = comparecharts.compare_chart(table)
     ax = fig.axes[0]
     assert ax.get_xscale() == "function" and "log scale" in fig.get_suptitle()
     rows = [t.get_text().split("\n")[0] for t in ax.get_yticklabels()]  # top to bottom
@@ -270,12 +273,12 @@ def test_compare_steps_chart_holds_the_per_step_rows(tmp_path):
     steps = [{"scenario": "ladder", "step": f"users={u}", "p50": 1.0 * u, "p95": 2.0 * u, "success_rate": 90.0,
               "throughput_rps": 1.0} for u in (5, 10)]  # fmt: skip
     faster = [{**s, "p95": s["p95"] / 10} for s in steps]
-    fig = charts.compare_steps_chart(compare.compare({"steps": steps}, {"steps": faster}))
+    fig = comparecharts.compare_steps_chart(compare.compare({"steps": steps}, {"steps": faster}))
     assert [ax.get_title() for ax in fig.axes] == ["p50 latency", "p95 latency", "Success rate", "Throughput"]
     assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ladder users=5", "ladder users=10"]
     assert all(ax.get_xscale() == "function" for ax in fig.axes)
     assert [to_hex(p.get_facecolor()) for p in fig.axes[1].patches] == [charts.BETTER] * 2
-    assert len(charts.compare_chart(compare.compare({"steps": steps}, {"steps": faster})).axes[0].patches) == 0
+    assert len(comparecharts.compare_chart(compare.compare({"steps": steps}, {"steps": faster})).axes[0].patches) == 0
     _saves(fig, tmp_path)
 
 
@@ -285,7 +288,7 @@ def test_compare_chart_draws_the_bootstrap_interval_where_the_table_has_one():
     fast = step_records(10, rng.gamma(4, 0.2, 80), scenario="fixed")
     table = compare.compare(metrics.phase_metrics(fixed=slow), metrics.phase_metrics(fixed=fast), slow, fast,
                             n_boot=200)  # fmt: skip
-    ax = charts.compare_chart(table).axes[0]
+    ax = comparecharts.compare_chart(table).axes[0]
     ((segment,),) = _interval_segments(ax)  # one row has an interval: the per-step ones are not in the headline
     row = table[table["key"] == "response_time_10_users"].iloc[0]
     assert segment[:, 0] == pytest.approx(100 * np.array([row["ci_low"], row["ci_high"]]) / row["baseline"])
@@ -304,8 +307,9 @@ def test_charts_say_no_data_rather_than_raise_on_empty_or_nan_input(ladder, tmp_
         "throughput": [charts.throughput_vs_users(no_steps), charts.throughput_vs_users(nan_steps, records=ladder)],
         "failures": [charts.failures_by_class(pd.DataFrame()), charts.failures_by_class(no_steps)],
         "side_by_side": [charts.side_by_side_chart(pd.DataFrame())],
-        "compare": [charts.compare_chart(pd.DataFrame()), charts.compare_chart(compare.compare({}, {}))],
-        "compare_steps": [charts.compare_steps_chart(pd.DataFrame()), charts.compare_steps_chart(nan_table)],
+        "compare": [comparecharts.compare_chart(pd.DataFrame()), comparecharts.compare_chart(compare.compare({}, {}))],
+        "compare_steps": [comparecharts.compare_steps_chart(pd.DataFrame()),
+                          comparecharts.compare_steps_chart(nan_table)],
         "cache_layers": [charts.cache_layers(pd.DataFrame()),
                          charts.cache_layers(_layers().assign(nginx_pct=np.nan, hit_p95=np.nan))],
     }  # fmt: skip
@@ -313,5 +317,5 @@ def test_charts_say_no_data_rather_than_raise_on_empty_or_nan_input(ladder, tmp_
         for fig in figs:
             assert any(t.startswith(("no ", "nothing")) for t in _texts(fig)) or name == "cache_layers", name
             assert fig._repr_png_()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "no ratio (from 0)" in _texts(charts.compare_chart(nan_table))
+    assert "no ratio (from 0)" in _texts(comparecharts.compare_chart(nan_table))
     assert charts.step_explorer(pd.DataFrame()).children[0].options == ()
