@@ -411,7 +411,7 @@ def _side_by_side_panel(ax: Axes, row: pd.Series) -> None:
 
 @chart
 def side_by_side_chart(table: pd.DataFrame) -> Figure:
-    """The users' numbers beside ours, one panel per metric (a ``metrics.side_by_side`` table)."""
+    """The users' numbers beside ours, one panel per metric (a ``verdicts.side_by_side`` table)."""
     n = len(table)
     cols = min(4, max(n, 1))
     rows = max(1, math.ceil(n / cols))

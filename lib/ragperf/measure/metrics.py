@@ -1,4 +1,4 @@
-"""The metric registry, exact summaries of request records, the users' table and the phase criteria.
+"""The metric registry, exact summaries of request records, and metrics.json.
 
 Every number the workbook reports is a metric of ``REGISTRY``, which carries its unit and whether
 lower is better, so tables, charts and verdicts colour a change the right way. Latency statistics
@@ -22,13 +22,14 @@ The users' seven keys (PLAN.md, "Current Performance Issues"), as measured here:
 - ``max_concurrent_users``: users of the last step of the ladder that held the SLO (p95 below the
   target and success rate at least the target) before the first step that broke it; 0 when the first
   step broke; the top step (a lower bound) when every step held.
+
+The users' own numbers beside ours and the phases' success criteria are :mod:`ragperf.measure.verdicts`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ragperf.core.criteria import CRITERIA_USERS, Slo, phase_criteria
+from ragperf.core.criteria import Slo
 from ragperf.measure.loadgen.recording import ERRORS
 
 SCHEMA = "ragperf.metrics/1"
@@ -527,119 +528,3 @@ def read_metrics_json(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f"{path} is not a ragperf metrics file (schema {SCHEMA})")
     return data
-
-
-# --- the users' table and their success criteria ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Reported:
-    """A number the users reported: ``value``, or a range ``low``..``high``, and what they wrote."""
-
-    value: float | None
-    text: str
-    low: float | None = None
-    high: float | None = None
-
-
-USERS_QUERY_LATENCY_TIMEOUT_S = 600.0
-USERS_BASELINE: dict[str, Reported] = {
-    "query_latency_test": Reported(None, "TIMEOUT after 10 minutes (no result)"),
-    "success_rate_5_users": Reported(26.7, "26.7%"),
-    "success_rate_10_users": Reported(36.7, "36.7%"),
-    "response_time_5_users": Reported(3.87, "3.87 seconds"),
-    "response_time_10_users": Reported(9.62, "9.62 seconds"),
-    "cache_speedup": Reported(1.24, "1.24x"),
-    "max_concurrent_users": Reported(None, "5-10 users", low=5, high=10),
-}
-
-
-def _versus(key: str, users: Reported, ours: float | None) -> str:
-    """Whether ours is better or worse than what the users reported, given the metric's direction."""
-    lower = metric(key).lower_is_better
-    if ours is None:
-        return "not measured"
-    if users.value is not None:
-        if ours == users.value:
-            return "same"
-        return "better" if (ours < users.value) == lower else "worse"
-    if users.low is not None and users.high is not None:
-        if users.low <= ours <= users.high:
-            return "within the users' range"
-        return "better" if (ours < users.low) == lower else "worse"
-    return "users had no result"
-
-
-def side_by_side(ours: Mapping[str, Any]) -> pd.DataFrame:
-    """The users' seven numbers beside ours (a metrics.json dict), one row per key.
-
-    Columns: key, metric, users' value (NaN when they gave none), users' low, users' high, users wrote,
-    ours, unit, verdict (better / worse / same / within the users' range / ...).
-    """
-    rows = []
-    for key in USERS_KEYS:
-        users, value, m = USERS_BASELINE[key], value_of(ours, key), metric(key)
-        rows.append({
-            "key": key, "metric": m.label, "users' value": users.value, "users' low": users.low,
-            "users' high": users.high, "users wrote": users.text, "ours": value, "unit": m.unit,
-            "verdict": _versus(key, users, value),
-        })  # fmt: skip
-    return pd.DataFrame(rows).astype({"users' value": float, "users' low": float, "users' high": float, "ours": float})
-
-
-def _capacity(metrics: Mapping[str, Any], slo: Slo) -> tuple[float | None, str]:
-    """Max users of the ladder under the phase's own SLO, recomputed from the stored steps."""
-    ladder = metrics.get("ladder") or {}
-    steps = pd.DataFrame([s for s in metrics.get("steps") or [] if s.get("scenario") == ladder.get("scenario")])
-    if steps.empty:
-        return value_of(metrics, "max_concurrent_users"), ""
-    held, breaking = ladder_verdict(steps, slo)
-    if breaking is not None:
-        return float(held), f"first broke at {breaking}"
-    if ladder.get("first_breaking_step"):
-        return float(held), "at least: the ladder stopped early under the run's own SLO"
-    return float(held), "at least: every step held"
-
-
-def criteria_table(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = None) -> pd.DataFrame:
-    """The users' success criteria of ``phase`` against a metrics.json dict.
-
-    Response time and success rate are read at 10 users (the numbers the plan sets out to improve);
-    the users target is the ladder's capacity recomputed under the phase's own p95 and success rate.
-    Columns: criterion, target, measured, unit, result ("pass" / "fail" / "not measured"), note.
-    """
-    slo = criteria or phase_criteria(phase)
-    p95 = value_of(metrics, f"response_time_{CRITERIA_USERS}_users")
-    rate = value_of(metrics, f"success_rate_{CRITERIA_USERS}_users")
-    users, note = _capacity(metrics, slo)
-    rows = [
-        (f"Response time (p95) at {CRITERIA_USERS} users", f"< {slo.p95_s:g} s", p95, "s",
-         None if p95 is None else p95 < slo.p95_s, ""),
-        (f"Success rate at {CRITERIA_USERS} users", f"≥ {slo.success_rate_pct:g} %", rate, "%",
-         None if rate is None else rate >= slo.success_rate_pct, ""),
-        (f"Concurrent users with p95 < {slo.p95_s:g} s and success ≥ {slo.success_rate_pct:g} %",
-         f"≥ {slo.min_users} users", users, "users", None if users is None else users >= slo.min_users, note),
-    ]  # fmt: skip
-    result = {True: "pass", False: "fail", None: "not measured"}
-    return pd.DataFrame(
-        [{"criterion": c, "target": t, "measured": m, "unit": u, "result": result[p], "note": n}
-         for c, t, m, u, p, n in rows]
-    ).astype({"measured": float})  # fmt: skip
-
-
-def verdict_text(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = None) -> str:
-    """The phase's verdict in plain English, one sentence per criterion."""
-    table = criteria_table(metrics, phase, criteria)
-    passed = int((table["result"] == "pass").sum())
-    name = re.sub(r"^phase(\d+)$", r"Phase \1", phase)
-    head = (
-        f"{name} meets all {len(table)} of the users' success criteria."
-        if passed == len(table)
-        else f"{name} meets {passed} of the users' {len(table)} success criteria."
-    )
-    lines = [head]
-    for row in table.itertuples(index=False):
-        measured = format_value(None if math.isnan(row.measured) else row.measured, row.unit)
-        note = f" ({row.note})" if row.note else ""
-        lines.append(f"- {row.criterion}: measured {measured}{note}, target {row.target}: {row.result}.")
-    return "\n".join(lines)

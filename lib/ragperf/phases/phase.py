@@ -26,7 +26,7 @@ from ragperf.core.params import Params
 from ragperf.core.redact import install_log_filter
 from ragperf.core.target import Target
 from ragperf.lab import frozen
-from ragperf.measure import charts, comparecharts, metrics, scenarios
+from ragperf.measure import charts, comparecharts, metrics, scenarios, verdicts
 from ragperf.measure.loadgen import LoadResult
 from ragperf.measure.workload import WorkItem, in_order_workload, read_pool, replay_workload, zipf_workload
 from ragperf.runs import rollback, targets
@@ -384,5 +384,5 @@ def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dic
 def verdict(ctx: PhaseContext, result: Mapping[str, Any], impact: pd.DataFrame) -> str:
     """The phase's verdict in Markdown: its criteria, the SLO, and how many of the plan's expected impacts were met."""
     met = int((impact["met"] == "met").sum()) if "met" in impact else 0
-    return "\n\n".join([metrics.verdict_text(result, ctx.phase, ctx.criteria), slo_verdict(result, ctx.slo),
+    return "\n\n".join([verdicts.verdict_text(result, ctx.phase, ctx.criteria), slo_verdict(result, ctx.slo),
                         f"Of the plan's {len(impact)} expected impacts, {met} were met."])  # fmt: skip

@@ -24,7 +24,7 @@ from matplotlib.figure import Figure
 from ragperf import lab
 from ragperf.core import changes
 from ragperf.core.criteria import CRITERIA_USERS, Slo
-from ragperf.measure import charts, metrics
+from ragperf.measure import charts, metrics, verdicts
 from ragperf.phases.phase import PhaseContext
 from ragperf.systems import llm
 from ragperf.systems.postgres import appsearch, embeddings, indexes, roles, serving
@@ -245,7 +245,7 @@ def expected_impact(
 
     p95 = metrics.value_of(final, f"response_time_{CRITERIA_USERS}_users")
     rate = metrics.value_of(final, f"success_rate_{CRITERIA_USERS}_users")
-    users = metrics.criteria_table(final, "phase1", criteria).iloc[2]["measured"]
+    users = verdicts.criteria_table(final, "phase1", criteria).iloc[2]["measured"]
     (vector, vector_met), (filtering, filtering_met) = search("fast", -60), search("quality", -80)
     rows = [
         ("Response time 9.6 s → 4–5 s (p95 at 10 users)", f"{p95:.2f} s" if p95 is not None else "not measured",

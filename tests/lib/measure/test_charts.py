@@ -10,7 +10,7 @@ from matplotlib.container import ErrorbarContainer
 from matplotlib.figure import Figure
 from matplotlib.font_manager import font_scalings
 
-from ragperf.measure import charts, compare, comparecharts, metrics
+from ragperf.measure import charts, compare, comparecharts, metrics, verdicts
 from ragperf.measure.metrics import Slo
 
 
@@ -91,7 +91,7 @@ def test_failures_by_class_stacks_the_counts(ladder, tmp_path):
 
 def test_side_by_side_chart_colours_ours_by_direction(ladder, tmp_path):
     fixed = pd.concat([step_records(5, [1.0] * 20, scenario="fixed"), step_records(10, [12.0] * 20, scenario="fixed")])
-    table = metrics.side_by_side(metrics.phase_metrics(fixed=fixed))
+    table = verdicts.side_by_side(metrics.phase_metrics(fixed=fixed))
     fig = charts.side_by_side_chart(table)
     panels = {ax.get_title().replace("\n", " "): ax for ax in fig.axes if ax.get_visible()}
     assert len(panels) == 7
@@ -160,7 +160,7 @@ def _every_chart(ladder: pd.DataFrame) -> dict[str, Figure]:
         "percentiles": charts.percentiles_vs_users(steps, Slo(3.0, 85.0), records=ladder),
         "throughput": charts.throughput_vs_users(steps, records=ladder),
         "failures": charts.failures_by_class(steps),
-        "side_by_side": charts.side_by_side_chart(metrics.side_by_side(metrics.phase_metrics(fixed=ladder))),
+        "side_by_side": charts.side_by_side_chart(verdicts.side_by_side(metrics.phase_metrics(fixed=ladder))),
         "compare": comparecharts.compare_chart(table),
         "compare_steps": comparecharts.compare_steps_chart(table),
         "cache_layers": charts.cache_layers(_layers()),

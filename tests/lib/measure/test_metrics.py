@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from ragperf.core import criteria
-from ragperf.measure import metrics
+from ragperf.measure import metrics, verdicts
 from ragperf.measure.metrics import Slo
 
 
@@ -200,17 +200,17 @@ def test_metrics_json_is_plain_and_round_trips(tmp_path):
 
 
 def test_users_baseline_holds_their_table_as_numbers():
-    b = metrics.USERS_BASELINE
+    b = verdicts.USERS_BASELINE
     assert b["success_rate_5_users"].value == 26.7 and b["success_rate_10_users"].value == 36.7
     assert b["response_time_5_users"].value == 3.87 and b["response_time_10_users"].value == 9.62
     assert b["cache_speedup"].value == 1.24
     assert (b["max_concurrent_users"].low, b["max_concurrent_users"].high) == (5, 10)
-    assert b["query_latency_test"].value is None and metrics.USERS_QUERY_LATENCY_TIMEOUT_S == 600.0
+    assert b["query_latency_test"].value is None and verdicts.USERS_QUERY_LATENCY_TIMEOUT_S == 600.0
 
 
 def test_side_by_side_judges_by_each_metric_direction():
     ours = metrics.phase_metrics(**_phase_inputs())
-    table = metrics.side_by_side(ours).set_index("key")
+    table = verdicts.side_by_side(ours).set_index("key")
     assert list(table.index) == list(metrics.USERS_KEYS)
     assert {"metric", "users' value", "ours", "unit"} <= set(table.columns)
     assert table.loc["response_time_10_users", "verdict"] == "better"  # 3.81 s < 9.62 s
@@ -218,31 +218,31 @@ def test_side_by_side_judges_by_each_metric_direction():
     assert table.loc["max_concurrent_users", "verdict"] == "within the users' range"  # 10 in 5..10
     assert table.loc["query_latency_test", "verdict"] == "users had no result"
     worse = dict(ours, response_time_5_users={"value": 4.0, "unit": "s"})
-    assert metrics.side_by_side(worse).set_index("key").loc["response_time_5_users", "verdict"] == "worse"
+    assert verdicts.side_by_side(worse).set_index("key").loc["response_time_5_users", "verdict"] == "worse"
 
 
 def test_criteria_table_reads_the_phase_targets():
     m = metrics.phase_metrics(**_phase_inputs())  # p95 at 10 users 3.81 s, 75 %, ladder held to 10
-    t = metrics.criteria_table(m, "phase1").set_index("unit")
+    t = verdicts.criteria_table(m, "phase1").set_index("unit")
     assert list(t["result"]) == ["pass", "pass", "fail"]  # capacity 10 < 25 users
     assert t.loc["users", "measured"] == 10 and "users=25" in t.loc["users", "note"]
-    t2 = metrics.criteria_table(m, "phase2")
+    t2 = verdicts.criteria_table(m, "phase2")
     assert list(t2["result"]) == ["fail", "fail", "fail"]  # 3.81 s >= 3 s, 75 % < 85 %
     assert criteria.PHASE_CRITERIA["phase4"] == Slo(1.5, 95.0, 100)
     with pytest.raises(KeyError, match="phase1"):
-        metrics.criteria_table(m, "phase9")
+        verdicts.criteria_table(m, "phase9")
 
 
 def test_capacity_is_recomputed_under_the_phase_slo():
     m = metrics.phase_metrics(**_phase_inputs())
     # phase3 wants p95 < 2 s: the users=10 step (2.0 s) no longer holds, so capacity is 5.
-    t = metrics.criteria_table(m, "phase3").set_index("unit")
+    t = verdicts.criteria_table(m, "phase3").set_index("unit")
     assert t.loc["users", "measured"] == 5
 
 
 def test_verdict_text_is_plain_english():
     m = metrics.phase_metrics(**_phase_inputs())
-    text = metrics.verdict_text(m, "phase1")
+    text = verdicts.verdict_text(m, "phase1")
     assert text.startswith("Phase 1 meets 2 of the users' 3 success criteria.")
     assert "3.81 s" in text and "fail" in text
     assert metrics.format_value(26.7, "%") == "26.7 %" and metrics.format_value(1.24, "x") == "1.24x"
