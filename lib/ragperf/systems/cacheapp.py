@@ -35,10 +35,10 @@ test records both layers separately.
   Redis is tried again at most every ``retry_s`` seconds (1 s), and caching resumes by itself.
 
 ``GET /__cache/health`` answers the counters as JSON; ``POST /__cache/purge`` (optional query
-``key_version``) deletes the cached answers with SCAN, as :func:`purge` does. A purge races with
-answers being fetched at that moment, which may be stored just after it: when the corpus changes,
-starting the proxy with a new ``--key-version`` is the atomic way to invalidate, and purge frees the
-memory of the old entries. :func:`hit_overhead` measures what a HIT costs end to end.
+``key_version``) deletes the cached answers with SCAN, as :func:`ragperf.systems.cachekeys.purge` does.
+A purge races with answers being fetched at that moment, which may be stored just after it: when the
+corpus changes, starting the proxy with a new ``--key-version`` is the atomic way to invalidate, and
+purge frees the memory of the old entries. :func:`hit_overhead` measures what a HIT costs end to end.
 
 Bodies are buffered (requests and responses alike), which suits a JSON API; streamed responses are not
 streamed through.
@@ -51,13 +51,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import math
-import re
 import time
-import unicodedata
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -69,25 +66,15 @@ import redis.asyncio as aredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from ragperf.systems.cachekeys import DEFAULT_MODE, ask_key, cacheable, check_key_version, purge
+
 log = logging.getLogger(__name__)
 
 HIT, MISS, COALESCED, BYPASS = "HIT", "MISS", "COALESCED", "BYPASS"
 
 
-KEY_PREFIX = "ragperf:ask:"
-
-
-MODES = ("fast", "quality")
-
-
-DEFAULT_MODE = "fast"
-
-
 HEALTH_PATH = "/__cache/health"
 STATUS_HEADER = "x-shared-cache-status"  # nginx in front adds its own X-Cache-Status
-
-
-VERSION_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 # Hop-by-hop headers (RFC 9110 section 7.6.1) and the ones the proxy recomputes.
@@ -119,66 +106,6 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 Headers = list[tuple[bytes, bytes]]
-
-
-def normalise_question(question: str) -> str:
-    """The question as the cache key sees it: NFC, casefolded, whitespace runs as one space, stripped."""
-    text = unicodedata.normalize("NFC", question).casefold()
-    # Casefolding can decompose a character (İ → i + combining dot): compose again, so both Unicode
-    # forms of a question still meet.
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
-def check_key_version(version: str) -> str:
-    """``version`` if it is 1-64 letters, digits, dots, dashes or underscores; ValueError otherwise."""
-    if not isinstance(version, str) or not VERSION_RE.match(version):
-        raise ValueError(f"key version must be 1-64 letters, digits, '.', '-' or '_', not {version!r}")
-    return version
-
-
-def cache_key(question: str, mode: str = DEFAULT_MODE, version: str = "v1", extra: dict[str, Any] | None = None) -> str:
-    """The Redis key of a question: ``ragperf:ask:<version>:<sha256 of the normalised request>``.
-
-    ``extra`` holds the body's fields other than question and mode; they are part of the key as they are.
-    """
-    material = json.dumps(
-        {"q": normalise_question(question), "m": mode, "x": extra or {}},
-        sort_keys=True,
-        ensure_ascii=False,
-        separators=(",", ":"),
-    )
-    # surrogatepass: JSON may carry a lone surrogate ("\\ud800"); it still needs a key of its own.
-    digest = hashlib.sha256(f"{check_key_version(version)}\n{material}".encode("utf-8", "surrogatepass")).hexdigest()
-    return f"{KEY_PREFIX}{version}:{digest}"
-
-
-def ask_key(body: bytes, version: str) -> str | None:
-    """The cache key of a ``POST /ask`` body, or None when the body is not a well-formed question."""
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):  # RecursionError: absurdly deep nesting; the app judges it
-        return None
-    if not isinstance(data, dict) or not isinstance(data.get("question"), str):
-        return None
-    mode = data.get("mode", DEFAULT_MODE)
-    if mode not in MODES:
-        return None
-    extra = {k: v for k, v in data.items() if k not in ("question", "mode")}
-    try:
-        return cache_key(data["question"], mode, version, extra)
-    except RecursionError:
-        return None
-
-
-def cacheable(status: int, body: bytes) -> bool:
-    """True for an answer worth keeping: status 200 and a JSON object with a string ``answer``."""
-    if status != 200:
-        return False
-    try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return False
-    return isinstance(data, dict) and isinstance(data.get("answer"), str)
 
 
 @dataclass
@@ -544,31 +471,6 @@ async def _read_body(receive: Receive) -> bytes:
         if not message.get("more_body", False):
             break
     return b"".join(chunks)
-
-
-def _purge_pattern(key_version: str | None) -> str:
-    if key_version is None:
-        return KEY_PREFIX + "*"
-    return f"{KEY_PREFIX}{check_key_version(key_version)}:*"
-
-
-def purge(redis_url: str, key_version: str | None = None) -> int:
-    """Delete the cached answers (``ragperf:ask:*``, or one key version's) with SCAN; return how many.
-
-    Never KEYS or FLUSHALL: SCAN walks the keyspace in small steps, so Redis keeps serving meanwhile.
-    """
-    pattern = _purge_pattern(key_version)
-    deleted = 0
-    with redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2) as client:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += client.unlink(*batch)
-                batch = []
-        if batch:
-            deleted += client.unlink(*batch)
-    return deleted
 
 
 def _percentile(sorted_values: Sequence[float], q: float) -> float:

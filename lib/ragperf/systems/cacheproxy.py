@@ -22,7 +22,7 @@ import httpx
 
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
-from ragperf.systems import cacheapp
+from ragperf.systems import cacheapp, cachekeys
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class ProxyConfig(Config):
         object.__setattr__(self, "upstream", _check_upstream(self.upstream))
         _check_redis_url(self.redis_url)
         check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
-        if not isinstance(self.key_version, str) or not cacheapp.VERSION_RE.match(self.key_version):
+        if not isinstance(self.key_version, str) or not cachekeys.VERSION_RE.match(self.key_version):
             raise ValueError(f"key_version: must be 1-64 letters, digits, '.', '-' or '_', not {self.key_version!r}")
         _check_seconds("timeout_s", self.timeout_s, 0.001, 86400)
         _check_seconds("redis_timeout_s", self.redis_timeout_s, 0.001, 60)

@@ -26,7 +26,7 @@ from ragperf.core import procs
 from ragperf.core.changes import Change
 from ragperf.core.params import Params
 from ragperf.core.target import Target
-from ragperf.systems import cacheapp, cacheproxy, nginx, rediscache
+from ragperf.systems import cachekeys, cacheproxy, nginx, rediscache
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +167,7 @@ def purge(tier: Tier | Running) -> dict[str, int]:
     if tier.nginx is not None:
         done["nginx_key_version"] = nginx.Nginx(tier.nginx.state_dir).purge()
     if tier.redis is not None:
-        done["redis_keys_deleted"] = cacheapp.purge(tier.redis.url)
+        done["redis_keys_deleted"] = cachekeys.purge(tier.redis.url)
     return done
 
 

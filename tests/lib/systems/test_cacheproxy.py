@@ -34,8 +34,9 @@ from starlette.routing import Route
 
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError
-from ragperf.systems import cacheapp, cacheproxy, rediscache
-from ragperf.systems.cacheapp import BYPASS, COALESCED, HIT, MISS, STATUS_HEADER, cache_key, normalise_question
+from ragperf.systems import cacheapp, cachekeys, cacheproxy, rediscache
+from ragperf.systems.cacheapp import BYPASS, COALESCED, HIT, MISS, STATUS_HEADER
+from ragperf.systems.cachekeys import cache_key, normalise_question
 from ragperf.systems.cacheproxy import ProxyApplier, ProxyConfig, ProxyError, ProxyServer
 from ragperf.systems.rediscache import RedisConfig, RedisServer
 
@@ -186,16 +187,16 @@ def test_normalisation_folds_form_case_and_spacing_only():
 
 
 def test_ask_key_takes_well_formed_questions_only():
-    assert cacheapp.ask_key(b'{"question": "a"}', "v1") == cacheapp.ask_key(b'{"question":"A","mode":"fast"}', "v1")
+    assert cachekeys.ask_key(b'{"question": "a"}', "v1") == cachekeys.ask_key(b'{"question":"A","mode":"fast"}', "v1")
     for body in (b"", b"not json", b"[]", b'{"question": 5}', b'{"mode": "fast"}', b'{"question": "a", "mode": "x"}'):
-        assert cacheapp.ask_key(body, "v1") is None, body
-    assert cacheapp.ask_key(b"[" * 100_000, "v1") is None
-    lone = cacheapp.ask_key(b'{"question": "a\\ud800"}', "v1")
-    assert lone is not None and lone != cacheapp.ask_key(b'{"question": "a"}', "v1")
-    assert cacheapp.cacheable(200, b'{"answer": "x", "sources": []}')
-    assert not cacheapp.cacheable(200, b'{"answer": null}')
-    assert not cacheapp.cacheable(200, b"not json")
-    assert not cacheapp.cacheable(500, b'{"answer": "x"}')
+        assert cachekeys.ask_key(body, "v1") is None, body
+    assert cachekeys.ask_key(b"[" * 100_000, "v1") is None
+    lone = cachekeys.ask_key(b'{"question": "a\\ud800"}', "v1")
+    assert lone is not None and lone != cachekeys.ask_key(b'{"question": "a"}', "v1")
+    assert cachekeys.cacheable(200, b'{"answer": "x", "sources": []}')
+    assert not cachekeys.cacheable(200, b'{"answer": null}')
+    assert not cachekeys.cacheable(200, b"not json")
+    assert not cachekeys.cacheable(500, b'{"answer": "x"}')
 
 
 # -- through the proxy ------------------------------------------------------------------------------
@@ -362,8 +363,8 @@ def test_purge_deletes_the_answers_and_nothing_else(lab, client):
     with redis.Redis.from_url(lab.redis_url) as r:
         r.set("ragperf:ask:v2:other-version", "x")
         r.set("unrelated:key", "keep me")
-        assert cacheapp.purge(lab.redis_url, key_version="v2") == 1
-        deleted = cacheapp.purge(lab.redis_url)
+        assert cachekeys.purge(lab.redis_url, key_version="v2") == 1
+        deleted = cachekeys.purge(lab.redis_url)
         assert deleted >= 2
         assert list(r.scan_iter(match="ragperf:ask:*")) == []
         assert r.get("unrelated:key") == b"keep me"
@@ -406,7 +407,7 @@ def test_the_application_in_process(lab):
             await app.aclose()
 
     assert asyncio.run(run()) == [MISS, HIT]
-    assert cacheapp.purge(lab.redis_url, key_version="inproc") == 1
+    assert cachekeys.purge(lab.redis_url, key_version="inproc") == 1
 
 
 # -- the status header ------------------------------------------------------------------------------
@@ -541,7 +542,7 @@ def test_server_starts_answers_and_is_stopped_by_its_record_from_another_process
             server.health()
     finally:
         server.stop(timeout=5)
-        cacheapp.purge(lab.redis_url, key_version="lifecycle")
+        cachekeys.purge(lab.redis_url, key_version="lifecycle")
 
 
 def test_a_taken_port_is_reported_before_anything_starts(lab):
