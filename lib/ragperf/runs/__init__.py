@@ -46,7 +46,7 @@ from ragperf.lab import frozen
 from ragperf.measure import compare
 from ragperf.measure.metrics import read_metrics_json
 from ragperf.systems import hosttune
-from ragperf.systems.postgres import pgtune
+from ragperf.systems.postgres import pgsettings
 
 log = logging.getLogger(__name__)
 
@@ -377,7 +377,7 @@ def pg_settings_snapshot(conninfo: str, password: SecretStr | str | None = None)
         options["connect_timeout"] = 10
     try:
         with psycopg.connect(conninfo, **options) as conn:
-            snapshot = pgtune.settings_snapshot(conn)
+            snapshot = pgsettings.settings_snapshot(conn)
     except psycopg.Error as exc:
         message = scrub_text(str(exc))
         for known in [secret, *embedded_passwords(conninfo)]:

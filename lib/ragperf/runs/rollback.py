@@ -15,7 +15,7 @@ from ragperf.core.params import Params
 from ragperf.core.target import Target
 from ragperf.runs.targets import resolve_target
 from ragperf.systems import tuning
-from ragperf.systems.postgres import pgtune
+from ragperf.systems.postgres import pgsettings
 
 SETTINGS_BEFORE = "settings_before.json"
 
@@ -60,7 +60,7 @@ def rollback_phase(run: runs.Run, phase: str, target: Target, params: Params) ->
     before_path = out / SETTINGS_BEFORE
     if before_path.exists():
         before = json.loads(before_path.read_text(encoding="utf-8"))
-        differences = pgtune.settings_differences(before, kinds[pgtune.KIND].snapshot())
+        differences = pgsettings.settings_differences(before, kinds[pgsettings.KIND].snapshot())
     return Rollback(run.id, phase, undone, differences)
 
 

@@ -22,7 +22,7 @@ from ragperf.core.changes import Applier
 from ragperf.core.params import Params
 from ragperf.core.target import Target
 from ragperf.systems import cacheproxy, hosttune, nginx, rediscache
-from ragperf.systems.postgres import access, indexbuild, indexes, pgtune, roles
+from ragperf.systems.postgres import access, indexbuild, indexes, pgsettings, pgvalues, roles
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,10 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
         return kinds
     connect = access.connector(target)
     restart, hint = access.restarter(target, params)
-    ram = None if target.kind == "lab" or params.target.host is None else int(params.target.host.memory_gb * pgtune.GB)
+    host = params.target.host
+    ram = None if target.kind == "lab" or host is None else int(host.memory_gb * pgvalues.GB)
     return {
-        pgtune.KIND: pgtune.SettingsApplier(connect, restart, hint),
+        pgsettings.KIND: pgsettings.SettingsApplier(connect, restart, hint),
         "column": indexbuild.ColumnApplier(connect),
         indexes.ANALYZE_KIND: indexbuild.AnalyzeApplier(connect),
         "index": indexbuild.IndexApplier(connect, progress=progress, ram_bytes=ram),

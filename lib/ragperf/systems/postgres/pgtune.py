@@ -25,12 +25,6 @@ import pandas as pd
 
 from ragperf.core.changes import Change
 from ragperf.systems.postgres.pgsettings import KIND
-
-# Still read as pgtune.<name> by systems/tuning.py and runs/ (rollback, manifests): until they import
-# them from pgsettings, they are re-exported here.
-from ragperf.systems.postgres.pgsettings import SettingsApplier as SettingsApplier
-from ragperf.systems.postgres.pgsettings import settings_differences as settings_differences
-from ragperf.systems.postgres.pgsettings import settings_snapshot as settings_snapshot
 from ragperf.systems.postgres.pgvalues import (
     GB,
     KB,
