@@ -33,7 +33,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -358,8 +358,31 @@ def _num(value: Any) -> float | None:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-def _entry(key: str, value: Any) -> dict[str, Any]:
-    return {"value": _num(value), "unit": metric(key).unit}
+class MetricEntry(TypedDict):
+    """One metric of metrics.json: its number (None: not measured) and its unit."""
+
+    value: float | None
+    unit: str
+
+
+class LadderSection(TypedDict):
+    """metrics.json's ``ladder``: how far the step ladder held the SLO."""
+
+    scenario: str
+    max_concurrent_users: int | None
+    first_breaking_step: str | None
+    all_steps_held: bool
+
+
+class QueryLatencySection(TypedDict):
+    """metrics.json's ``query_latency``: what the one-user test set out to ask, and in how long."""
+
+    questions_total: int | None
+    time_limit_s: float | None
+
+
+def _entry(key: str, value: Any) -> MetricEntry:
+    return MetricEntry(value=_num(value), unit=metric(key).unit)
 
 
 def value_of(metrics: Mapping[str, Any], key: str) -> float | None:
@@ -470,14 +493,14 @@ def phase_metrics(
         v, s = _fixed(fixed)
         values.update(v)
         sources.update(s)
-    ladder_info = None
+    ladder_info: LadderSection | None = None
     if ladder is not None and not ladder.empty:
         if slo is None:
             raise ValueError("phase_metrics: ladder records need the slo they are judged against")
         held, breaking = ladder_verdict(summarize_steps(ladder), slo)
         values["max_concurrent_users"] = held
-        ladder_info = {"scenario": str(ladder["scenario"].iloc[0]), "max_concurrent_users": held,
-                       "first_breaking_step": breaking, "all_steps_held": breaking is None}  # fmt: skip
+        ladder_info = LadderSection(scenario=str(ladder["scenario"].iloc[0]), max_concurrent_users=held,
+                                    first_breaking_step=breaking, all_steps_held=breaking is None)  # fmt: skip
     if cache is not None and not cache.empty:
         values.update(_cache(cache))
     for key, value in (extra or {}).items():
@@ -488,7 +511,7 @@ def phase_metrics(
     result["sources"] = sources
     result["slo"] = asdict(slo) if slo else None
     result["ladder"] = ladder_info
-    result["query_latency"] = {"questions_total": questions_total, "time_limit_s": time_limit_s}
+    result["query_latency"] = QueryLatencySection(questions_total=questions_total, time_limit_s=time_limit_s)
     result["steps"] = _steps_json([query_latency, fixed, ladder, cache])
     return plain(result)
 
