@@ -87,14 +87,14 @@ def database(embedded_cluster) -> Database:
         c.execute("CREATE EXTENSION vector")  # the app's role may not create it; a DBA did
     rng = np.random.default_rng(3)
     doc_types = rng.choice(list(DOC_TYPES), size=ROWS, p=list(DOC_TYPES.values()))
-    store = db.store()
+    store = db.store()  # PGVector makes its tables here; autovacuum is off for the table before any row lands
+    with db.connect() as c:
+        c.execute("ALTER TABLE langchain_pg_embedding SET (autovacuum_enabled = false)")
     for start in range(0, ROWS, 2000):
         part = slice(start, start + 2000)
         store.add_texts(db.texts[part], [{"doc_type": str(d)} for d in doc_types[part]],
                         ids=[f"doc-{i}" for i in range(start, min(ROWS, start + 2000))])  # fmt: skip
     store._engine.dispose()
-    with db.connect() as c:
-        c.execute("ALTER TABLE langchain_pg_embedding SET (autovacuum_enabled = false)")
     return db
 
 
