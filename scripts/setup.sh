@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 KERNEL=ragperf
 APT_PACKAGES=(nginx libnginx-mod-http-lua lua-nginx-redis redis-server pgbouncer prometheus
   prometheus-postgres-exporter prometheus-node-exporter prometheus-nginx-exporter
-  prometheus-redis-exporter postgresql-15 postgresql-contrib)
+  prometheus-redis-exporter prometheus-alertmanager mtail postgresql-15 postgresql-contrib)
 
 say() { printf '==> %s\n' "$*"; }
 

@@ -315,7 +315,7 @@ class Server(Recorded):
     A new server sets ``NAME``, ``WHAT``, ``RECORD``, ``LOG`` and ``CONFIG`` (a :class:`ragperf.core.changes.Config`
     with ``state_dir``, ``url``, and ``listen_host`` and ``listen_port`` unless :meth:`address` says
     otherwise), usually ``ERROR``, and writes :meth:`argv` and :meth:`ready`; where it needs them
-    :meth:`files`, :meth:`check_files`, :meth:`awaited`, :meth:`record_extra`, :meth:`on_running`,
+    :meth:`files`, :meth:`check_files`, :meth:`env`, :meth:`awaited`, :meth:`record_extra`, :meth:`on_running`,
     :meth:`after_stop` and :meth:`tail`.
     """
 
@@ -392,7 +392,7 @@ class Server(Recorded):
         with self.log_path.open("a", encoding="utf-8") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ragperf starts: {' '.join(argv)}\n")
         host, port = self.address(cfg)
-        proc = start(self.NAME, argv, self.log_path, port=port)  # the module's start()
+        proc = start(self.NAME, argv, self.log_path, env=self.env(cfg), port=port)  # the module's start()
         self._save_record(proc, cfg, **self.record_extra(cfg, texts))
         try:
             wait_until(
@@ -441,6 +441,11 @@ class Server(Recorded):
     def argv(self, cfg: Any) -> list[str]:
         """The command line that runs the server with ``cfg`` in the foreground."""
         raise NotImplementedError
+
+    def env(self, cfg: Any) -> dict[str, str] | None:
+        """The environment the server runs with (None: this process's own). Never put a secret here that a
+        file can hold instead: a process's environment is readable by its user in /proc."""
+        return None
 
     def ready(self, cfg: Any) -> str | None:
         """None once the server serves ``cfg``; else a short text of what is still missing (polled)."""
