@@ -79,6 +79,7 @@ class CacheConfig(Config):
     cache_status_header: str = "X-Cache-Status"
     listen_host: str = "127.0.0.1"
     cache_lock: bool = True
+    status_port: int = 0
 
     def __post_init__(self) -> None:
         upstreams = (self.upstreams,) if isinstance(self.upstreams, str) else tuple(self.upstreams)
@@ -102,6 +103,9 @@ class CacheConfig(Config):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name}: must be True or False, not {getattr(self, name)!r}")
         check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
+        check_int("status_port", self.status_port, 0, 65535)
+        if self.status_port and self.status_port == self.listen_port:
+            raise ValueError(f"status_port: {self.status_port} is listen_port too; give another port (0: none)")
         check_int("cache_size_mb", self.cache_size_mb, 1, 1024 * 1024)
         check_int("max_body_kb", self.max_body_kb, 1, MAX_BODY_KB_LIMIT)
         timeout = self.proxy_timeout_s
@@ -122,6 +126,11 @@ class CacheConfig(Config):
         """Where clients reach nginx (the loopback address when it listens on every interface)."""
         host = "127.0.0.1" if self.listen_host == "0.0.0.0" else self.listen_host
         return f"http://{host}:{self.listen_port}"
+
+    @property
+    def status_url(self) -> str | None:
+        """nginx's ``stub_status`` page (loopback only), for the nginx exporter; None when there is none."""
+        return f"http://127.0.0.1:{self.status_port}{nginxconf.STATUS_PATH}" if self.status_port else None
 
 
 def _worker_user() -> tuple[str, int, int] | None:

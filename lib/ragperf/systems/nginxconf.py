@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 NGINX_BIN = "nginx"
 PING_PATH = "/__nginx_ping"
+STATUS_PATH = "/stub_status"  # nginx's counters, on status_port only
 CONFIG_HEADER = "X-Ragperf-Config"
 CACHE_ZONE = "ragperf_cache"
 UPSTREAM = "ragperf_app"
@@ -215,7 +216,25 @@ def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -
             f"            proxy_buffers {proxy_buffers} 8k;",
             f"            proxy_busy_buffers_size {key_buffer // 1024}k;",
         ]
-    lines += ["        }", "    }", "}", ""]
+    lines += ["        }", "    }"]
+    if cfg.status_port:
+        lines += [
+            "",
+            "    # Phase 3: nginx's own counters for the nginx exporter, on a port of their own, loopback only.",
+            "    server {",
+            f"        listen 127.0.0.1:{cfg.status_port};",
+            f"        location = {STATUS_PATH} {{",
+            "            stub_status;",
+            "            access_log off;",
+            "            allow 127.0.0.1;",
+            "            deny all;",
+            "        }",
+            "        location / {",
+            "            return 404;",
+            "        }",
+            "    }",
+        ]
+    lines += ["}", ""]
     text = "\n".join(lines)
     return text.replace(_DIGEST_PLACEHOLDER, config_digest(text))
 

@@ -418,3 +418,19 @@ def test_a_dead_master_is_restarted_by_apply(cfg, running):
     assert nginx._group_members(master.pid) == []
     nginx.NginxApplier().apply(nginx.plan(None, cfg))
     assert running.running and running.proc.pid != master.pid
+
+
+def test_a_reload_adds_the_stub_status_page_on_its_own_loopback_port(upstream, cfg, running):
+    """Phase 3 reloads Phase 2's nginx with ``status_port``: stub_status answers there, and nowhere else."""
+    assert cfg.status_url is None
+    pid = running.proc.pid
+    with_status = dataclasses.replace(cfg, status_port=procs.free_port())
+    running.reload(with_status)
+    ask(cfg.listen_port, unique("status"))
+    status, _, body = request(with_status.status_port, "GET", nginxconf.STATUS_PATH)
+    assert status == 200 and b"Active connections:" in body and b"Reading:" in body
+    assert b"Active connections" not in request(cfg.listen_port, "GET", nginxconf.STATUS_PATH)[2]  # the app's
+    assert request(with_status.status_port, "GET", "/ask")[0] == 404
+    assert running.proc.pid == pid and with_status.status_url.endswith(f":{with_status.status_port}/stub_status")
+    with pytest.raises(ValueError, match="status_port"):
+        dataclasses.replace(cfg, status_port=cfg.listen_port)
