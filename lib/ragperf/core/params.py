@@ -153,6 +153,31 @@ class Cache(_Strict):
         return self
 
 
+class Monitor(_Strict):
+    """Phase 3's monitoring: Prometheus and its exporters, Alertmanager, the health monitor, the drill."""
+
+    scrape_interval_s: float = Field(2.0, ge=1, le=300, description="how often Prometheus scrapes (short on the "
+                                     "lab, so a load step of minutes has enough points)")  # fmt: skip
+    retention_hours: int = Field(24, ge=1, le=8760, description="how long Prometheus keeps samples")
+    retention_size_mb: int = Field(1024, ge=16, description="the most disk Prometheus's samples may use")
+    burn_window_scale: float = Field(1 / 120, gt=0, le=1, description="multiplies every burn-rate alert window "
+                                     "(1: the SRE Workbook's 1 h/5 min ...; 1/120: 30 s/5 s, for a lab run of minutes)")
+    state_dir: Path | None = Field(None, description="where the monitoring keeps its files (default: in the lab's "
+                                   "directory, else ~/.local/state/ragperf/monitor)")  # fmt: skip
+    prometheus_port: int = Field(0, ge=0, le=65535, description="Prometheus's port (0: a free port)")
+    role: str = Field("ragperf_monitor", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+                      description="the database role the postgres exporter connects as (member of pg_monitor)")
+    health_interval_s: float = Field(1.0, gt=0, le=3600, description="seconds between the health monitor's probes")
+    health_buffer: int = Field(1000, ge=10, le=1_000_000, description="samples the health monitor keeps in memory")
+    health_ask_share: float = Field(0.5, ge=0, le=1, description="share of probes that ask (POST /ask)")
+    drill: Literal["llm", "postgres", "none"] = Field("llm", description="what the fault drill stops for a while")
+    drill_fault_s: float = Field(40.0, gt=0, le=3600, description="how long the drill's fault lasts")
+    drill_users: int = Field(10, ge=1, description="users of the drill's load step")
+    cost_rounds: int = Field(2, ge=1, le=10, description="pairs of load steps without and with monitoring")
+    cost_step_s: float = Field(20.0, gt=0, description="how long each step of the monitoring-cost test runs")
+    cost_users: int = Field(10, ge=1, description="users of the monitoring-cost steps")
+
+
 class Criterion(_Strict):
     """One phase's success criteria: p95 and success rate at 10 users, and the users it must hold."""
 
@@ -185,6 +210,7 @@ class Params(_Strict):
     workload: Workload = Workload()
     changes: Changes = Changes()
     cache: Cache = Cache()
+    monitor: Monitor = Monitor()
     criteria: Criteria = Criteria()
 
     def criteria_of(self, phase: str) -> criteria.Slo:
@@ -356,7 +382,8 @@ def load(profile: str = "smoke", target: str = "lab", files: Iterable[str | Path
 
 # --- what can be checked before a run starts --------------------------------------------------
 
-DATABASE_PHASES = frozenset({"phase1"})
+DATABASE_PHASES = frozenset({"phase1", "phase3"})  # phases that read and change the database
+TUNING_PHASES = frozenset({"phase1"})  # phases that set the app's role settings or restart PostgreSQL
 """Phases that read and change the target's database (pg_settings, indexes, role settings)."""
 
 
@@ -410,7 +437,7 @@ def _service_url(phases: Sequence[str], p: Params) -> Iterator[str]:
 
 
 def _restart_command(phases: Sequence[str], p: Params) -> Iterator[str]:
-    restarts = p.effective_mode() == "apply" and p.changes.allow_restart and DATABASE_PHASES.intersection(phases)
+    restarts = p.effective_mode() == "apply" and p.changes.allow_restart and TUNING_PHASES.intersection(phases)
     if p.target.kind == "deployment" and restarts and not p.target.restart_command:
         yield ("target.restart_command is required when changes.mode is 'apply' and changes.allow_restart is true "
                "on a deployment: how PostgreSQL is restarted there, e.g. 'sudo systemctl restart postgresql' "
@@ -418,7 +445,7 @@ def _restart_command(phases: Sequence[str], p: Params) -> Iterator[str]:
 
 
 def _app_role(phases: Sequence[str], p: Params) -> Iterator[str]:
-    applies = p.effective_mode() == "apply" and DATABASE_PHASES.intersection(phases)
+    applies = p.effective_mode() == "apply" and TUNING_PHASES.intersection(phases)
     if p.target.kind == "deployment" and applies and not p.changes.app_role:
         yield (
             "changes.app_role is required when changes.mode is 'apply' on a deployment: the role the app "
@@ -448,17 +475,20 @@ def _log_file_problem(path: Path) -> str | None:
 
 
 def _state_dir(phases: Sequence[str], p: Params) -> Iterator[str]:
-    if p.cache.state_dir is None:
-        return
-    path = Path(p.cache.state_dir).expanduser().absolute()
+    for key, value in (("cache.state_dir", p.cache.state_dir), ("monitor.state_dir", p.monitor.state_dir)):
+        if value is not None and (problem := _state_dir_problem(Path(value).expanduser().absolute())):
+            yield f"{key} {problem}: give a directory this user can create and write to"
+
+
+def _state_dir_problem(path: Path) -> str | None:
     existing = next(parent for parent in (path, *path.parents) if parent.exists())
     if not existing.is_dir():
         problem = "is a file" if existing == path else f"cannot be made: {existing} is a file"
     elif not os.access(existing, os.W_OK | os.X_OK):
         problem = "is not writable" if existing == path else f"cannot be made: {existing} is not writable"
     else:
-        return
-    yield f"cache.state_dir {path} {problem}: give a directory this user can create and write to"
+        return None
+    return f"{path} {problem}"
 
 
 PREFLIGHT_CHECKS: tuple[Callable[[Sequence[str], Params], Iterator[str]], ...] = (

@@ -199,6 +199,55 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
         return done
 
 
+FAULTABLE = ("llm", "postgres")
+
+
+@contextlib.contextmanager
+def interrupted(service: str, lab_dir: Path | None = None) -> Iterator[float]:
+    """Stop one of the lab's services by its PID for as long as the ``with`` block runs, then start it again on
+    the same port, so that nothing else restarts (the app reconnects per request); yields when it stopped (epoch
+    seconds). A fault drill's fault: ``llm`` (the provider simulator) or ``postgres``.
+
+    Raises:
+        LabError: an unknown service, one that does not run, or a real provider in the simulator's place.
+    """
+    if service not in FAULTABLE:
+        raise LabError(f"cannot interrupt {service!r}: allowed are {', '.join(FAULTABLE)}")
+    lab_dir = lab_dir or default_lab_dir()
+    with _locked(lab_dir):
+        state = _running(lab_dir)
+        if not state.alive(service):
+            what = "a real provider is configured (RAGPERF_LLM_BASE_URL)" if service == "llm" else "it is not running"
+            raise LabError(f"the lab's {service} cannot be interrupted: {what}")
+        proc = state.processes[service]
+        if service == "postgres":
+            labdb.stop(proc)
+        else:
+            procs.stop(proc)
+    stopped = time.time()
+    try:
+        yield stopped
+    finally:
+        with _locked(lab_dir):
+            state = LabState.load(lab_dir)
+            if service == "postgres":
+                _ensure_postgres(state, credentials(lab_dir))
+            else:
+                _restart_llm(state, proc)
+
+
+def _restart_llm(state: LabState, previous: procs.Proc) -> None:
+    """The simulator again, on its previous port and command line (the app keeps its provider URL)."""
+    if state.alive("llm"):
+        return
+    if previous.port is None or not procs.port_is_free(previous.port):
+        raise LabError(f"the LLM simulator's port {previous.port} is taken: run `ragperf lab up` to move it")
+    proc = procs.start("llm", previous.argv, state.lab_dir / "llm.log", port=previous.port)
+    procs.wait_http(f"http://127.0.0.1:{previous.port}/health", proc)
+    state.processes["llm"] = proc
+    state.save()
+
+
 def _cache_tier(lab_dir: Path) -> CacheTierStatus:
     """Phase 2's parts running from the lab's directory: nginx's URL (the cached entrypoint), the add-on's, Redis's."""
     now = cachetier.running(lab_dir / "cache")

@@ -166,3 +166,26 @@ def test_reset_undoes_a_phase_from_its_journal_wherever_its_run_lives(lab_up, la
     info = lab.status(lab_dir)
     with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password) as conn:
         assert roles.role_settings(conn, lab.APP_ROLE) == {}
+
+
+@pytest.mark.parametrize("service", lab.FAULTABLE)
+def test_an_interrupted_service_fails_the_app_then_comes_back_on_its_port_without_restarting_the_app(
+    lab_up, lab_dir, service
+):
+    import httpx
+
+    before = lab.LabState.load(lab_dir)
+    app_pid, port = before.processes["app"].pid, before.port(service)
+    url = f"{lab.status(lab_dir)['app_url']}/ask"
+    with lab.interrupted(service, lab_dir) as stopped:
+        assert not lab.LabState.load(lab_dir).alive(service) and stopped > 0
+        during = httpx.post(url, json={"question": f"drill {service} {os.getpid()}", "mode": "fast"}, timeout=30)
+        assert during.status_code >= 500
+    after = lab.LabState.load(lab_dir)
+    assert after.alive(service) and after.port(service) == port and after.processes["app"].pid == app_pid
+    assert (
+        httpx.post(url, json={"question": f"after {service} {os.getpid()}", "mode": "fast"}, timeout=30).status_code
+        == 200
+    )
+    with pytest.raises(lab.LabError, match="allowed are llm, postgres"), lab.interrupted("app", lab_dir):
+        pass
