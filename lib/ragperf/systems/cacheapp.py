@@ -34,6 +34,16 @@ test records both layers separately.
   succeeding during a Redis outage. The outage is logged once when it starts and once when it ends;
   Redis is tried again at most every ``retry_s`` seconds (1 s), and caching resumes by itself.
 
+``GET /__cache/metrics`` answers Prometheus metrics (text format, from a registry of the proxy's own, so that
+several proxies can live in one process): ``ragperf_cache_requests_total{result,code}`` (result hit, miss,
+coalesced or bypass: the requests of the cached path, passthrough ones are not in it; code the HTTP status
+answered), ``ragperf_cache_request_duration_seconds{result}`` (histogram: the time the add-on took to answer),
+``ragperf_cache_upstream_requests_total{code}`` (the cached path's trips to the app, MISS and BYPASS; code "0" when
+the app could not be reached or timed out), ``ragperf_cache_upstream_duration_seconds`` (histogram: the time the
+app took, for the trips it answered), and the gauges ``ragperf_cache_in_flight`` (keys at the app now) and
+``ragperf_cache_redis_up`` (asked on every scrape, as health does). The histograms' bounds are ``--buckets``
+(by default :data:`ragperf.systems.monitoring.healthmon.STANDARD_BUCKETS`).
+
 ``GET /__cache/health`` answers the counters as JSON; ``POST /__cache/purge`` (optional query
 ``key_version``) deletes the cached answers with SCAN, as :func:`ragperf.systems.cachekeys.purge` does.
 A purge races with answers being fetched at that moment, which may be stored just after it: when the
@@ -63,6 +73,7 @@ from urllib.parse import parse_qs
 import httpx
 import redis
 import redis.asyncio as aredis
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -74,6 +85,7 @@ HIT, MISS, COALESCED, BYPASS = "HIT", "MISS", "COALESCED", "BYPASS"
 
 
 HEALTH_PATH = "/__cache/health"
+METRICS_PATH = "/__cache/metrics"
 STATUS_HEADER = "x-shared-cache-status"  # nginx in front adds its own X-Cache-Status
 
 
@@ -116,6 +128,7 @@ class Reply:
     headers: Headers
     body: bytes
     cache: str | None = None
+    failed: bool = False  # the proxy made it up: the upstream could not be reached or timed out
 
     def content_type(self) -> bytes:
         for name, value in self.headers:
@@ -155,6 +168,52 @@ class Counters:
         return dict(self.__dict__)
 
 
+def standard_buckets() -> tuple[float, ...]:
+    """The standard latency buckets (imported only when no buckets are given: the monitoring package pulls in
+    pandas, which would triple the add-on's memory; :class:`ragperf.systems.cacheproxy.ProxyServer` always
+    passes them)."""
+    from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS
+
+    return STANDARD_BUCKETS
+
+
+class ProxyMetrics:
+    """The add-on's Prometheus metrics, in a registry of their own (never the process's global one)."""
+
+    def __init__(self, proxy: CacheProxy, buckets: Sequence[float]) -> None:
+        self.registry = r = CollectorRegistry()
+        bounds = list(buckets)
+        self.requests = Counter("ragperf_cache_requests_total", "Requests of the cached path, by result and status",
+                                ["result", "code"], registry=r)  # fmt: skip
+        self.duration = Histogram("ragperf_cache_request_duration_seconds", "Time the add-on took to answer",
+                                  ["result"], buckets=bounds, registry=r)  # fmt: skip
+        self.upstream_requests = Counter("ragperf_cache_upstream_requests_total",
+                                         "Trips of the cached path to the app, by status (0: none)", ["code"],
+                                         registry=r)  # fmt: skip
+        self.upstream_duration = Histogram("ragperf_cache_upstream_duration_seconds",
+                                           "Time the app took, for the trips it answered", buckets=bounds,
+                                           registry=r)  # fmt: skip
+        in_flight = Gauge("ragperf_cache_in_flight", "Keys at the app now (single flight)", registry=r)
+        in_flight.set_function(lambda: len(proxy._flights))
+        redis_up = Gauge("ragperf_cache_redis_up", "1 while Redis answers", registry=r)
+        redis_up.set_function(lambda: 1.0 if proxy.redis_up else 0.0)
+
+    def answered(self, reply: Reply, seconds: float) -> None:
+        """Count an answer of the cached path."""
+        result = (reply.cache or "").lower()
+        self.requests.labels(result=result, code=str(reply.status)).inc()
+        self.duration.labels(result=result).observe(seconds)
+
+    def upstream(self, reply: Reply, seconds: float) -> None:
+        """Count a trip of the cached path to the app."""
+        self.upstream_requests.labels(code="0" if reply.failed else str(reply.status)).inc()
+        if not reply.failed:
+            self.upstream_duration.observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
 class _RedisDown(Exception):
     """Redis is known to be unreachable (or just failed): bypass the cache."""
 
@@ -171,6 +230,7 @@ class CacheProxy:
         redis_timeout: socket timeout of every Redis call; past it, the request bypasses the cache.
         retry_s: the least time between two attempts to reach Redis while it is down.
         max_connections: size of the connection pool to the upstream.
+        buckets: the bounds (seconds) of the latency histograms; None: the standard ones.
     """
 
     def __init__(
@@ -184,6 +244,7 @@ class CacheProxy:
         redis_timeout: float = 0.2,
         retry_s: float = 1.0,
         max_connections: int = 200,
+        buckets: Sequence[float] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
@@ -203,6 +264,7 @@ class CacheProxy:
         self._flights: dict[str, asyncio.Task[Reply]] = {}
         self._http: httpx.AsyncClient | None = None
         self._redis: aredis.Redis | None = None
+        self.metrics = ProxyMetrics(self, standard_buckets() if buckets is None else buckets)
 
     # -- clients ---------------------------------------------------------------------------------
 
@@ -295,6 +357,7 @@ class CacheProxy:
             return
         if scope["type"] != "http":
             return  # no websockets: the server closes the connection
+        started = time.perf_counter()
         reply = await self._handle(scope, receive)
         headers = [(n, v) for n, v in reply.headers if n not in _HOP]
         if reply.status not in (204, 304):
@@ -303,6 +366,8 @@ class CacheProxy:
             headers.append((STATUS_HEADER.encode(), reply.cache.encode()))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": reply.body})
+        if reply.cache is not None:  # the cached path
+            self.metrics.answered(reply, time.perf_counter() - started)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -321,6 +386,9 @@ class CacheProxy:
         if path == HEALTH_PATH and method == "GET":
             up = await self.ping()
             return _json_reply(200, {**self.counters.as_dict(), "redis_up": up, "in_flight": len(self._flights)})
+        if path == METRICS_PATH and method == "GET":
+            await self.ping()  # redis_up as of now, not as of the last request
+            return Reply(200, [(b"content-type", CONTENT_TYPE_LATEST.encode())], self.metrics.render())
         if path == "/__cache/purge" and method == "POST":
             return await self._purge_reply(query)
         body = await _read_body(receive)
@@ -349,7 +417,7 @@ class CacheProxy:
             raw = await self._redis_call(lambda r: r.get(key))
         except _RedisDown:
             self.counters.bypassed += 1
-            reply = await self._forward("POST", "/ask", headers, body, retry=True)
+            reply = await self._upstream(headers, body)
             reply.cache = BYPASS
             return reply
         if raw is not None:
@@ -386,7 +454,7 @@ class CacheProxy:
             self.counters.hits += 1
             return _decode_entry(raw)
         self.counters.misses += 1
-        reply = await self._forward("POST", "/ask", headers, body, retry=True, identity=True)
+        reply = await self._upstream(headers, body, identity=True)
         reply.cache = MISS
         if not cacheable(reply.status, reply.body) or _encoded(reply.headers):
             self.counters.errors_not_cached += 1
@@ -398,6 +466,13 @@ class CacheProxy:
         return reply
 
     # -- the upstream ----------------------------------------------------------------------------
+
+    async def _upstream(self, headers: Headers, body: bytes, *, identity: bool = False) -> Reply:
+        """The cached path's trip to the app (``POST /ask``), timed and counted."""
+        started = time.perf_counter()
+        reply = await self._forward("POST", "/ask", headers, body, retry=True, identity=identity)
+        self.metrics.upstream(reply, time.perf_counter() - started)
+        return reply
 
     async def _forward(
         self, method: str, target: str, headers: Headers, body: bytes, *, retry: bool, identity: bool = False
@@ -434,12 +509,14 @@ class CacheProxy:
     def _upstream_failed(self, exc: Exception, status: int) -> Reply:
         self.counters.upstream_failures += 1
         log.warning("upstream %s failed: %s: %s", self.upstream, type(exc).__name__, exc)
-        return _json_reply(status, {"detail": f"cache proxy: upstream failed ({type(exc).__name__})"})
+        reply = _json_reply(status, {"detail": f"cache proxy: upstream failed ({type(exc).__name__})"})
+        reply.failed = True
+        return reply
 
 
 def _copy(reply: Reply, cache: str | None) -> Reply:
     """Each waiter gets its own Reply object (with its own status header)."""
-    return Reply(reply.status, list(reply.headers), reply.body, cache or reply.cache)
+    return Reply(reply.status, list(reply.headers), reply.body, cache or reply.cache, reply.failed)
 
 
 def _encoded(headers: Iterable[tuple[bytes, bytes]]) -> bool:
@@ -526,6 +603,14 @@ def hit_overhead(
     }
 
 
+def _buckets_arg(text: str) -> tuple[float, ...]:
+    """The bounds of ``--buckets B1,B2,...``: numbers > 0, strictly increasing (argparse type)."""
+    bounds = tuple(float(part) for part in text.split(",") if part.strip())
+    if not bounds or bounds[0] <= 0 or any(b <= a for a, b in zip(bounds, bounds[1:], strict=False)):
+        raise ValueError(f"not increasing bounds > 0: {text!r}")
+    return bounds
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the cache add-on on uvicorn until it is stopped (SIGTERM or SIGINT)."""
     import uvicorn
@@ -540,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=60.0, help="upstream timeout in seconds (default 60)")
     parser.add_argument("--redis-timeout", type=float, default=0.2, help="Redis socket timeout (default 0.2 s)")
     parser.add_argument("--max-connections", type=int, default=200, help="upstream connection pool size")
+    parser.add_argument("--buckets", type=_buckets_arg, help="latency histogram bounds B1,B2,... in seconds")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -551,6 +637,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         timeout=args.timeout,
         redis_timeout=args.redis_timeout,
         max_connections=args.max_connections,
+        buckets=args.buckets,
     )
     uvicorn.run(
         app,

@@ -23,6 +23,7 @@ import httpx
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
 from ragperf.systems import cacheapp, cachekeys
+from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS, check_buckets, format_buckets
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class ProxyConfig(Config):
     record), ``state_dir`` where the process record and the log live. ``ttl_s`` and ``key_version`` are
     the cache's (see the module's docstring), ``timeout_s`` bounds the wait for the app,
     ``redis_timeout_s`` every Redis call (past it a request bypasses the cache), ``max_connections`` the
-    pool to the app.
+    pool to the app, ``buckets`` the bounds (seconds) of its ``/__cache/metrics`` latency histograms.
 
     Raises ValueError (naming the field and what is allowed) when a value is not valid.
     """
@@ -63,6 +64,7 @@ class ProxyConfig(Config):
     redis_timeout_s: float = 0.2
     max_connections: int = 200
     listen_host: str = "127.0.0.1"
+    buckets: tuple[float, ...] = STANDARD_BUCKETS
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
@@ -76,6 +78,7 @@ class ProxyConfig(Config):
         _check_seconds("timeout_s", self.timeout_s, 0.001, 86400)
         _check_seconds("redis_timeout_s", self.redis_timeout_s, 0.001, 60)
         check_int("max_connections", self.max_connections, 1, 100_000)
+        object.__setattr__(self, "buckets", check_buckets("buckets", self.buckets))
         host, port = _UPSTREAM_RE.match(self.upstream).group(1, 2)  # type: ignore[union-attr]
         if int(port) == self.listen_port and host in ("127.0.0.1", "localhost", self.listen_host):
             raise ValueError(f"upstream: {self.upstream} is the add-on's own address; give the app's")
@@ -100,6 +103,7 @@ class ProxyConfig(Config):
             "--timeout", repr(float(self.timeout_s)),
             "--redis-timeout", repr(float(self.redis_timeout_s)),
             "--max-connections", str(self.max_connections),
+            "--buckets", format_buckets(self.buckets),
         ]  # fmt: skip
 
 
