@@ -131,6 +131,24 @@ def _cmd_cache_status(args: argparse.Namespace) -> int:
     return 0 if now.any() else 3
 
 
+def _cmd_monitor_status(args: argparse.Namespace) -> int:
+    from ragperf.systems.monitoring import stack
+
+    base = Path(args.dir).absolute() if args.dir else lab.default_lab_dir() / "monitor"
+    status = stack.status(base)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(f"monitoring kept in {base}")
+        for name, part in status.items():
+            where = f"pid {part['pid']:>7}  port {part['port']}" if part["running"] else "not running"
+            print(f"  {name:15} {where}")
+        prometheus = status["prometheus"]
+        if prometheus["running"]:
+            print(f"  Prometheus     http://127.0.0.1:{prometheus['port']}  (targets: /targets, alerts: /alerts)")
+    return 0 if any(part["running"] for part in status.values()) else 3
+
+
 def _print_status(info: dict, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -145,6 +163,9 @@ def _print_status(info: dict, *, as_json: bool) -> None:
     tier = info.get("cache_tier") or {}
     if any(tier.values()):
         print(f"  cached   {tier['nginx']} (nginx) -> {tier['cache_addon']} (add-on) -> app; Redis {tier['redis']}")
+    monitoring = info.get("monitoring") or {}
+    if monitoring.get("running"):
+        print(f"  monitor  Prometheus {monitoring['prometheus']}; running: {', '.join(monitoring['running'])}")
     if info["corpus"]:
         c = info["corpus"]
         print(
@@ -196,6 +217,13 @@ def build_parser() -> argparse.ArgumentParser:
         command = cache_sub.add_parser(name, help=text)
         command.add_argument("--dir", help="the tier's state directory (default: the lab's, .lab/cache)")
         command.set_defaults(func=func)
+
+    monitor = sub.add_parser("monitor", help="Phase 3's monitoring (Prometheus, exporters, Alertmanager)")
+    monitor_sub = monitor.add_subparsers(dest="monitor_command", required=True)
+    monitor_status = monitor_sub.add_parser("status", help="what of the monitoring runs (exit 3 when nothing)")
+    monitor_status.add_argument("--dir", help="the monitoring's state directory (default: the lab's)")
+    monitor_status.add_argument("--json", action="store_true", help="as JSON")
+    monitor_status.set_defaults(func=_cmd_monitor_status)
 
     run = sub.add_parser("run", help="execute a phase notebook (or all) with papermill into a run directory")
     run.add_argument("phase", help="phase0, phase1 ... or all")

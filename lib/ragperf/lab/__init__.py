@@ -30,6 +30,7 @@ from ragperf.core.params import REPO_ROOT
 from ragperf.lab import labdb, pginstall
 from ragperf.systems import cachetier
 from ragperf.systems.llm import Provider
+from ragperf.systems.monitoring import stack as monitoring
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,8 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
     lab_dir = lab_dir or default_lab_dir()
     with targetlock.held(targetlock.lab_target(lab_dir), command=targetlock.command_line()), _locked(lab_dir):
         state, creds = _running(lab_dir), credentials(lab_dir)
-        done = [f"stopped {name} (Phase 2)" for name in _stop_cache_tier(lab_dir)]
+        done = [f"stopped {name} (Phase 3)" for name in monitoring.stop_all(lab_dir / "monitor")]
+        done += [f"stopped {name} (Phase 2)" for name in _stop_cache_tier(lab_dir)]
         untuned, pending = labdb.untune(state.port("postgres"), creds)
         done += untuned
         if pending:
@@ -205,8 +207,8 @@ FAULTABLE = ("llm", "postgres")
 @contextlib.contextmanager
 def interrupted(service: str, lab_dir: Path | None = None) -> Iterator[float]:
     """Stop one of the lab's services by its PID for as long as the ``with`` block runs, then start it again on
-    the same port, so that nothing else restarts (the app reconnects per request); yields when it stopped (epoch
-    seconds). A fault drill's fault: ``llm`` (the provider simulator) or ``postgres``.
+    the same port, so that nothing else restarts (the app reconnects per request); yields when the stop began
+    (epoch seconds). A fault drill's fault: ``llm`` (the provider simulator) or ``postgres``.
 
     Raises:
         LabError: an unknown service, one that does not run, or a real provider in the simulator's place.
@@ -220,11 +222,11 @@ def interrupted(service: str, lab_dir: Path | None = None) -> Iterator[float]:
             what = "a real provider is configured (RAGPERF_LLM_BASE_URL)" if service == "llm" else "it is not running"
             raise LabError(f"the lab's {service} cannot be interrupted: {what}")
         proc = state.processes[service]
+        stopped = time.time()  # the fault begins with the stop: requests fail from the first signal on
         if service == "postgres":
             labdb.stop(proc)
         else:
             procs.stop(proc)
-    stopped = time.time()
     try:
         yield stopped
     finally:
@@ -363,7 +365,8 @@ def down(lab_dir: Path | None = None) -> list[str]:
         return []
     with _locked(lab_dir):
         state = LabState.load(lab_dir)
-        return _stop_cache_tier(lab_dir) + [name for name in reversed(SERVICES) if _stop_service(state, name)]
+        return (monitoring.stop_all(lab_dir / "monitor") + _stop_cache_tier(lab_dir)
+                + [name for name in reversed(SERVICES) if _stop_service(state, name)])  # fmt: skip
 
 
 class ServiceStatus(TypedDict):
@@ -383,6 +386,22 @@ class CacheTierStatus(TypedDict):
     redis: str | None
 
 
+class MonitoringStatus(TypedDict):
+    """Phase 3's processes running from the lab's directory."""
+
+    prometheus: str | None
+    running: list[str]
+
+
+def _monitoring(lab_dir: Path) -> MonitoringStatus:
+    parts = monitoring.status(lab_dir / "monitor")
+    prometheus = parts["prometheus"]
+    return MonitoringStatus(
+        prometheus=f"http://127.0.0.1:{prometheus['port']}" if prometheus["running"] else None,
+        running=[name for name, part in parts.items() if part["running"]],
+    )
+
+
 class LabStatus(TypedDict):
     """What :func:`status` returns: for ``ragperf lab status``, the phases' target resolution and the tests."""
 
@@ -396,6 +415,7 @@ class LabStatus(TypedDict):
     services: dict[str, ServiceStatus]
     corpus: dict[str, Any]
     cache_tier: CacheTierStatus
+    monitoring: MonitoringStatus
     postgres: dict[str, str] | None
     checked_at: str
 
@@ -421,6 +441,7 @@ def status(lab_dir: Path | None = None) -> LabStatus:
         "services": services,
         "corpus": state.corpus,
         "cache_tier": _cache_tier(lab_dir),
+        "monitoring": _monitoring(lab_dir),
         "postgres": pginstall.installed(),
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

@@ -30,6 +30,7 @@ from ragperf.core import procs
 from ragperf.core.progress import bar as progress_bar
 from ragperf.lab import pginstall
 from ragperf.systems.llm import Provider, embed
+from ragperf.systems.postgres import pgmonitor
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +207,31 @@ def untune(port: int, creds: Credentials) -> tuple[list[str], bool]:
                         "WHERE r.rolname = %s", (APP_ROLE,)).fetchone():  # fmt: skip
             conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(APP_ROLE)))
             done.append(f"ALTER ROLE {APP_ROLE} RESET ALL")
+        done += _drop_monitoring(conn)
     return done, pending
+
+
+def _drop_monitoring(conn: psycopg.Connection) -> list[str]:
+    """Phase 3's database side, when no journal undid it: ragperf's monitoring schema and role (each only when its
+    comment says ragperf made it) and pg_stat_statements (the untuned server has none)."""
+    done = []
+    schema = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s AND obj_description(oid, 'pg_namespace') "
+                          "LIKE 'ragperf:%%'", (pgmonitor.SCHEMA,)).fetchone()  # fmt: skip
+    if schema:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(pgmonitor.SCHEMA)))
+        done.append(f"DROP SCHEMA {pgmonitor.SCHEMA}")
+    role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s AND shobj_description(oid, 'pg_authid') LIKE "
+                        "'ragperf:%%'", (pgmonitor.MONITOR_ROLE,)).fetchone()  # fmt: skip
+    if role:
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(pgmonitor.MONITOR_ROLE)))
+        conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM {}").format(
+            sql.Identifier(conn.info.dbname), sql.Identifier(pgmonitor.MONITOR_ROLE)))  # fmt: skip
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(pgmonitor.MONITOR_ROLE)))
+        done.append(f"DROP ROLE {pgmonitor.MONITOR_ROLE}")
+    if conn.execute("SELECT 1 FROM pg_extension WHERE extname = %s", (pgmonitor.EXTENSION,)).fetchone():
+        conn.execute(sql.SQL("DROP EXTENSION {}").format(sql.Identifier(pgmonitor.EXTENSION)))
+        done.append(f"DROP EXTENSION {pgmonitor.EXTENSION}")
+    return done
 
 
 def loaded_chunks(port: int, creds: Credentials) -> int:

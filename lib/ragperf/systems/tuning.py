@@ -22,7 +22,8 @@ from ragperf.core.changes import Applier
 from ragperf.core.params import Params
 from ragperf.core.target import Target
 from ragperf.systems import cacheproxy, hosttune, nginx, rediscache
-from ragperf.systems.postgres import access, indexbuild, indexes, pgsettings, pgvalues, roles
+from ragperf.systems.monitoring import alertmanager, alertsink, exporters, healthmon, mtail, pgexporter, prometheus
+from ragperf.systems.postgres import access, indexbuild, indexes, pgmonitor, pgsettings, pgvalues, roles
 
 log = logging.getLogger(__name__)
 
@@ -37,13 +38,20 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
     """One applier per change kind, allowed what this target and these parameters allow.
 
     The database's kinds need the target's DSN and are left out without one; the caching tier's kinds
-    (Phase 2) run processes of ragperf's own and need nothing of the target.
+    (Phase 2) and the monitoring's (Phase 3) run processes of ragperf's own and need nothing of the target.
     """
     kinds: dict[str, Applier] = {
         rediscache.KIND: rediscache.RedisApplier(),
         cacheproxy.KIND: cacheproxy.ProxyApplier(),
         nginx.KIND: nginx.NginxApplier(),
         hosttune.KIND: hosttune.HostApplier(allowed=target.kind != "lab" and params.changes.allow_host_changes),
+        exporters.KIND: exporters.ExporterApplier(),
+        pgexporter.KIND: pgexporter.PgExporterApplier(),
+        mtail.KIND: mtail.MtailApplier(),
+        alertsink.KIND: alertsink.SinkApplier(),
+        alertmanager.KIND: alertmanager.AlertmanagerApplier(),
+        prometheus.KIND: prometheus.PrometheusApplier(),
+        healthmon.KIND: healthmon.HealthMonApplier(),
     }
     if not target.admin_dsn:
         return kinds
@@ -57,5 +65,8 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
         indexes.ANALYZE_KIND: indexbuild.AnalyzeApplier(connect),
         "index": indexbuild.IndexApplier(connect, progress=progress, ram_bytes=ram),
         roles.ROLE_KIND: roles.RoleSettingApplier(connect),
+        pgmonitor.EXTENSION_KIND: pgmonitor.ExtensionApplier(connect),
+        pgmonitor.ROLE_KIND: pgmonitor.MonitorRoleApplier(connect),
+        pgmonitor.VIEWS_KIND: pgmonitor.MonitorViewsApplier(connect),
         **kinds,
     }

@@ -297,7 +297,8 @@ def chart(
         for index, (label, start, end) in enumerate(marks):
             ax.axvspan(start - t0, end - t0, color=charts.PALETTE[index % len(charts.PALETTE)], alpha=0.08)
             if ax is axes[0]:
-                ax.text(start - t0, 1.0, label, transform=ax.get_xaxis_transform(), fontsize=7, va="bottom")
+                ax.text(start - t0, 0.98, label, transform=ax.get_xaxis_transform(), fontsize=6, va="top",
+                        rotation=90, color=charts.NEUTRAL)  # fmt: skip
         if frame.empty or not frame["value"].notna().any():
             charts.empty(ax, "no data")
         else:
