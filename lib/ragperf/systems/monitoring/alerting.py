@@ -6,15 +6,21 @@ Workbook's multiwindow, multi-burn-rate form ("Alerting on SLOs", chapter 5) for
 
 * availability: ``success_rate_pct`` % of requests succeed (HTTP 2xx; code "0" is a request that got no
   response: a timeout or a refused connection), so the error budget is ``1 - success_rate_pct / 100``;
-* latency: 95 % of requests are faster than ``p95_s``, so the budget is 0.05 of requests slower than that.
-  A slow request is one outside the histogram's ``le`` bucket of ``p95_s``: every exporter of ours
-  therefore uses :func:`latency_buckets` (:data:`STANDARD_BUCKETS` plus ``p95_s``).
+* latency: 95 % of requests are answered successfully within ``p95_s``, so the budget is 0.05 of requests
+  that failed or were slower than that. A failed request is bad for this SLI too: when the LLM behind the app
+  stops, requests fail fast, and a latency SLI of the histogram alone stays at 0 while nearly all fail. A fast
+  request is one inside the histogram's ``le`` bucket of ``p95_s`` (every exporter of ours therefore uses
+  :func:`latency_buckets`: :data:`STANDARD_BUCKETS` plus ``p95_s``). The histograms have no ``code`` label, so
+  the bad share is ``(requests - fast + failed) / requests``, at most 1: exact when the failures are faster than
+  ``p95_s``, conservative otherwise (a slow failure, such as a request that got no response, code "0", is
+  counted twice before the clamp).
 
 An alert fires when the budget burns ``burn`` times faster than the SLO allows over both a long and a short
 window (:data:`BURN_RATES`): the long one makes it significant, the short one lets it stop soon after the
 trouble ends. ``scale`` shrinks every window and ``for`` so that a lab run of minutes can fire them.
 Beside those: the health monitor's probe of the app failing (``TargetDown``), a scrape target down
-(``ExporterDown``), PostgreSQL near ``max_connections``, and the caches' hit ratio collapsing.
+(``ExporterDown``; not the health monitor's own, which probes for a bounded time), PostgreSQL near
+``max_connections``, and the caches' hit ratio collapsing.
 
 :func:`render_rule_tests` writes the ``promtool test rules`` file that shows every alert firing when it
 should (with its labels and annotations) and staying silent when it should.
@@ -61,6 +67,7 @@ SLOW_RECORD = "ragperf:sli_slow:ratio_rate"
 NGINX_REQUESTS = "ragperf_nginx_requests_total"
 CACHE_REQUESTS = "ragperf_cache_requests_total"
 PROBE_UP = "ragperf_probe_up"
+BOUNDED_JOB = "healthmon"  # the health monitor probes for a bounded time: its target going away is not an outage
 
 _NAME_RE = re.compile(r"^[a-z_][a-z0-9_]*$")
 _METRIC_RE = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
@@ -291,22 +298,35 @@ def _number(
 # -- the rules -----------------------------------------------------------------------------------------
 
 
+_FAILED = 'code!~"2.."'
+
+
+def _failed_expr(sli: Sli, w: str) -> str:
+    """The rate of the SLI's failed requests over the range ``w``, 0 when none failed (no series of theirs)."""
+    return f"(sum(rate({sli.requests}{sli.select(_FAILED)}{w})) or vector(0))"
+
+
 def _errors_expr(sli: Sli, window_s: int) -> str:
     """The share of the SLI's requests that failed over the window (0 when none failed, none when no traffic)."""
     w = f"[{window_s}s]"
-    failed = 'code!~"2.."'
-    errors = f"sum(rate({sli.requests}{sli.select(failed)}{w}))"
-    return f"({errors} or vector(0)) / sum(rate({sli.requests}{sli.select()}{w}))"
+    return f"{_failed_expr(sli, w)} / sum(rate({sli.requests}{sli.select()}{w}))"
 
 
 def _slow_expr(sli: Sli, window_s: int, p95_s: float) -> str:
-    """The share of the SLI's requests slower than ``p95_s`` over the window: all minus the SLO bucket's."""
+    """The share of the SLI's requests that were not answered successfully within ``p95_s`` over the window.
+
+    Good is 2xx and inside the histogram's ``le`` bucket of ``p95_s``; the histogram has no ``code`` label, so
+    bad = all requests (the counter, which also counts those that got no response) - the SLO bucket's + the
+    failed ones, as a share of all, at most 1. Exact when every failure is faster than ``p95_s`` (they all sit in
+    the bucket, so adding them back counts each once); conservative otherwise: a slow failure (a timeout, code
+    "0") is outside the bucket and failed, so it counts twice before the clamp. None when there is no traffic.
+    """
     w = f"[{window_s}s]"
     le = le_regex(p95_s).replace("\\", "\\\\")  # a backslash is escaped in a PromQL string
-    total = f"sum(rate({sli.duration}_count{sli.select()}{w}))"
+    total = f"sum(rate({sli.requests}{sli.select()}{w}))"
     bucket = f'le=~"{le}"'
     fast = f"sum(rate({sli.duration}_bucket{sli.select(bucket)}{w}))"
-    return f"({total} - {fast}) / {total}"
+    return f"clamp_max(({total} - {fast} + {_failed_expr(sli, w)}) / {total}, 1)"
 
 
 def _records(spec: _Spec) -> list[dict[str, Any]]:
@@ -333,8 +353,9 @@ def _burn_alerts(spec: _Spec) -> list[_Alert]:
         ("SLOErrorBudgetBurn", ERRORS_RECORD, spec.error_budget, "failed requests burn the error budget",
          "answered with a status other than 2xx (code 0: no response, a timeout or a refused connection)"),
         ("SLOLatencyBudgetBurn", SLOW_RECORD, LATENCY_BUDGET,
-         f"requests slower than {spec.p95_s:g} s burn the latency budget",
-         f"slower than the SLO's {spec.p95_s:g} s (outside the histogram's le={spec.p95_s:g} bucket)"),
+         f"requests failed or slower than {spec.p95_s:g} s burn the latency budget",
+         f"not answered successfully within the SLO's {spec.p95_s:g} s (failed, or outside the histogram's "
+         f"le={spec.p95_s:g} bucket)"),
     )  # fmt: skip
     for name, record, budget, short_what, what in kinds:
         for tier in spec.tiers(budget):
@@ -380,7 +401,7 @@ def _health_alerts(spec: _Spec) -> list[_Alert]:
             "in time. Look at the health monitor's last errors, the app's processes and its log.",
         ),
         _Alert(
-            "ExporterDown", "up == 0", for_s, {"severity": "ticket"},
+            "ExporterDown", f'up{{job!="{BOUNDED_JOB}"}} == 0', for_s, {"severity": "ticket"},
             "Prometheus cannot scrape {{ $labels.job }} at {{ $labels.instance }}",
             f"The scrape of job {{{{ $labels.job }}}} ({{{{ $labels.instance }}}}) has failed for {for_s}s, so its "
             "metrics are missing and the alerts built on them cannot fire. Look at Prometheus's targets page "
@@ -411,7 +432,11 @@ def _header(spec: _Spec) -> str:
     lines = [
         "Written by ragperf (ragperf.systems.monitoring.alerting). Do not edit: render it again.",
         f"SLOs: {spec.success_rate_pct:g} % of requests succeed (error budget {spec.error_budget:g}); "
-        f"95 % are faster than {spec.p95_s:g} s (latency budget {LATENCY_BUDGET:g}).",
+        f"95 % are answered successfully within {spec.p95_s:g} s (latency budget {LATENCY_BUDGET:g}).",
+        f"Latency SLI: a request is good only when it succeeded (2xx) AND was faster than {spec.p95_s:g} s. The "
+        "histograms have no code label, so the bad share is clamp_max((requests - le bucket + failed) / requests, "
+        f"1): exact when failures are faster than {spec.p95_s:g} s, conservative otherwise (a slow failure, such as "
+        'a request with no response, code "0", is counted twice before the clamp).',
         f"Windows scaled by {spec.scale:g}: "
         + ", ".join(f"{label} -> {seconds}s" for label, seconds in spec.windows.items())
         + "; recording rule names keep the unscaled window.",
@@ -523,22 +548,36 @@ class _Timeline:
     def add(self, name: str, labels: Mapping[str, str], values: str) -> None:
         self.series.setdefault(_series(name, labels), values)
 
-    def slis(self, segments: Sequence[tuple[float, float, int]]) -> None:
-        """Every SLI with (error share, slow share, steps) per segment, in whole requests per step."""
+    def slis(self, segments: Sequence[tuple[float, float, int]], *, no_response: float = 0.5) -> None:
+        """Every SLI with (error share, slow share, steps) per segment, in whole requests per step.
+
+        The failed requests are code "500" and, ``no_response`` of them, code "0"; the slow ones are outside the
+        SLO bucket. While error + slow share is 1 or less the failures are fast (inside the bucket), so the
+        latency SLI's bad share is their sum; beyond that the extra failures are slow too (it is then 1). Two
+        exporters (``instance``) share the requests, one spelling the bucket like prometheus_client ("5.0"),
+        the other like mtail ("5"), so a rule that takes one spelling only misses half the fast requests.
+        """
+        py = repr(float(self.spec.p95_s))
+        spellings = (("prometheus_client", py), ("mtail", py.removesuffix(".0")))
         for sli in self.spec.slis:
-            base = sli.labels()
-            errors = [(round(e * _PER_STEP), n) for e, _, n in segments]
-            fast = [(_PER_STEP - round(s * _PER_STEP), n) for _, s, n in segments]
-            self.add(sli.requests, base | {"code": "200"}, _counter([(_PER_STEP - err, n) for err, n in errors]))
-            self.add(sli.requests, base | {"code": "500"}, _counter([(err // 2, n) for err, n in errors]))
-            self.add(sli.requests, base | {"code": "0"}, _counter([(err - err // 2, n) for err, n in errors]))
-            py = repr(float(self.spec.p95_s))
-            mtail = py.removesuffix(".0")
-            for instance, le in (("prometheus_client", py), ("mtail", mtail)):
-                total = _counter([(_PER_STEP, n) for _, _, n in segments])
-                self.add(f"{sli.duration}_count", base | {"instance": instance}, total)
-                self.add(f"{sli.duration}_bucket", base | {"instance": instance, "le": "+Inf"}, total)
-                self.add(f"{sli.duration}_bucket", base | {"instance": instance, "le": le}, _counter(fast))
+            for half, (instance, le) in enumerate(spellings):
+
+                def part(count: int, half: int = half) -> int:  # this exporter's part of ``count`` requests
+                    return count // 2 if half == 0 else count - count // 2
+
+                rows: dict[str, list[tuple[float, int]]] = {"200": [], "500": [], "0": [], "all": [], "fast": []}
+                for error, slow, n in segments:
+                    total, failed = part(_PER_STEP), part(round(error * _PER_STEP))
+                    lost = round(failed * no_response)
+                    for key, inc in (("200", total - failed), ("500", failed - lost), ("0", lost), ("all", total),
+                                     ("fast", part(_PER_STEP - round(slow * _PER_STEP)))):  # fmt: skip
+                        rows[key].append((inc, n))
+                labels = sli.labels() | {"instance": instance}
+                for code in ("200", "500", "0"):
+                    self.add(sli.requests, labels | {"code": code}, _counter(rows[code]))
+                self.add(f"{sli.duration}_count", labels, _counter(rows["all"]))
+                self.add(f"{sli.duration}_bucket", labels | {"le": "+Inf"}, _counter(rows["all"]))
+                self.add(f"{sli.duration}_bucket", labels | {"le": le}, _counter(rows["fast"]))
 
     def input_series(self) -> list[dict[str, str]]:
         return [{"series": name, "values": values} for name, values in self.series.items()]
@@ -597,9 +636,26 @@ class _Tests:
 
 
 def _healthy_shares(spec: _Spec) -> tuple[float, float]:
-    """Error and slow shares below every threshold (half the lowest)."""
+    """Error and latency (failed or slow) shares below every threshold (half the lowest)."""
     lowest = [min(b.burn for b in BURN_RATES) * spec.error_budget, min(b.burn for b in BURN_RATES) * LATENCY_BUDGET]
     return _share(lowest[0] / 2), _share(lowest[1] / 2)
+
+
+def _healthy_mix(spec: _Spec) -> tuple[float, float]:
+    """A healthy error share and slow share together: fast failures and slow successes, their sum (the latency
+    SLI's bad share) the healthy latency share, both kinds in it."""
+    healthy_error, healthy_latency = _healthy_shares(spec)
+    error = min(healthy_error, _share(healthy_latency / 2))
+    return error, _share(healthy_latency - error)
+
+
+def _latency_share(error: float, wanted: float | None, candidates: Sequence[float]) -> float:
+    """The latency SLI's bad share of a test whose error share is ``error``: ``wanted`` when it is at least
+    ``error`` (every failure is a bad request for the latency SLI too), else the lowest of ``candidates`` (shares
+    clear of every latency threshold) that is, else ``error`` itself (above every candidate, so every threshold)."""
+    if wanted is not None and wanted >= error:
+        return wanted
+    return min([c for c in candidates if c >= error], default=error)
 
 
 def _bands(budget: float, tiers: Sequence[BurnRate]) -> list[tuple[float, list[float]]]:
@@ -617,30 +673,89 @@ def _bands(budget: float, tiers: Sequence[BurnRate]) -> list[tuple[float, list[f
     return bands
 
 
+def _fires(burns: Sequence[float], held_s: float) -> Callable[[_Alert], bool]:
+    """The tiers of ``burns`` whose condition has held ``held_s`` seconds: those whose `for` has passed."""
+    return lambda a: float(a.labels["burn"]) in burns and a.for_s <= held_s
+
+
 def _steady_groups(t: _Tests) -> None:
-    """A constant share of errors and slow requests in each band between thresholds: exactly its tiers fire."""
+    """A constant error share and latency share in each band between thresholds: exactly its tiers fire.
+
+    A failure is a bad request for the latency SLI too, so its share is never below the error share. Group 1 has
+    the highest error band (with a latency share at least as high); group k + 1 the latency band k, made of the
+    error band k + 1 (or a healthy error share) plus slow requests, so that the latency alert needs both counted.
+    """
     spec = t.spec
-    healthy_error, healthy_slow = _healthy_shares(spec)
+    healthy_error, healthy_latency = _healthy_shares(spec)
     error_bands = _bands(spec.error_budget, spec.tiers(spec.error_budget))
     slow_bands = _bands(LATENCY_BUDGET, spec.tiers(LATENCY_BUDGET))
-    for k in range(max(len(error_bands), len(slow_bands))):
-        error, error_burns = error_bands[k] if k < len(error_bands) else (healthy_error, [])
-        slow, slow_burns = slow_bands[k] if k < len(slow_bands) else (healthy_slow, [])
+    candidates = [healthy_latency] + [share for share, _ in slow_bands]
+    pairs: list[tuple[tuple[float, list[float]] | None, tuple[float, list[float]] | None]] = []
+    if error_bands:
+        pairs.append((error_bands[0], None))
+    for k in range(max(len(slow_bands), len(error_bands) - 1)):
+        pairs.append(
+            (error_bands[k + 1] if k + 1 < len(error_bands) else None, slow_bands[k] if k < len(slow_bands) else None)
+        )
+    for k, (error_band, slow_band) in enumerate(pairs):
+        wanted = slow_band[0] if slow_band else None
+        error, error_burns = error_band or (min(healthy_error, _share((wanted or healthy_latency) / 2)), [])
+        latency = _latency_share(error, wanted, candidates)
+        latency_burns = [b.burn for b in spec.tiers(LATENCY_BUDGET) if b.burn * LATENCY_BUDGET < latency]
+        slow = _share(latency - error)
         line = _Timeline(spec)
         line.slis([(error, slow, t.settle + 1)])
-
-        def fires(burns: list[float], held_s: float) -> Callable[[_Alert], bool]:
-            return lambda a: float(a.labels["burn"]) in burns and a.for_s <= held_s
-
         # True from step 1 (two samples) on: pending at step 2 unless its `for` is one step or less.
-        checks = t.burn_checks(t.at(2), fires(error_burns, t.step), fires(slow_burns, t.step))
-        checks += t.burn_checks(t.at(t.settle), fires(error_burns, math.inf), fires(slow_burns, math.inf))
-        t.group(f"burn band {k + 1}: error share {error:g}, slow share {slow:g}", line.input_series(), checks)
+        checks = t.burn_checks(t.at(2), _fires(error_burns, t.step), _fires(latency_burns, t.step))
+        checks += t.burn_checks(t.at(t.settle), _fires(error_burns, math.inf), _fires(latency_burns, math.inf))
+        t.group(
+            f"burn band {k + 1}: error share {error:g}, latency share {latency:g} (fast failures + {slow:g} slow)",
+            line.input_series(),
+            checks,
+        )
+
+
+DRILL_FAILED = 0.96  # the share of requests that failed in the fault drill (the LLM behind the app stopped)
+
+
+def _drill_group(t: _Tests) -> None:
+    """The fault drill: the LLM behind the app stops and 96 % of requests fail fast (code 500, all inside the SLO
+    bucket). The latency SLI counts them as bad (its share is the failures' own), so the latency alert pages as
+    the error alert does: the fastest burn as soon as its `for` has passed (the slower ones, whose `for` is longer,
+    still pending then; the band groups show them). Short: it ends there."""
+    spec = t.spec
+    fastest = max(b.burn for b in BURN_RATES)
+    page = t.steps(max(a.for_s for a in t.burn if float(a.labels["burn"]) == fastest)) + 1
+    line = _Timeline(spec)
+    line.slis([(DRILL_FAILED, 0.0, page + 1)], no_response=0.0)
+    held = (page - 1) * t.step  # true from step 1 (two samples) on
+    checks = [
+        t.check(t.at(page), name, t.firing(name, _fires([b.burn for b in spec.tiers(budget)
+                                                         if b.burn * budget < DRILL_FAILED], held)))
+        for name, budget in (("SLOErrorBudgetBurn", spec.error_budget), ("SLOLatencyBudgetBurn", LATENCY_BUDGET))
+    ]  # fmt: skip
+    exprs = [
+        {
+            "expr": f'abs({SLOW_RECORD}{window}{{sli="{sli.name}"}} - {DRILL_FAILED!r}) < bool 1e-9',
+            "eval_time": t.at(page),
+            "exp_samples": [{"labels": f'{{sli="{sli.name}"}}', "value": 1}],
+        }
+        for sli in spec.slis
+        for window in WINDOWS
+    ]
+    t.group(
+        f"fault drill: {DRILL_FAILED:.0%} of requests fail fast (code 500, inside the SLO bucket): the latency alert "
+        "pages",
+        line.input_series(),
+        checks,
+        promql_expr_test=exprs,
+    )
 
 
 def _recovery_group(t: _Tests) -> None:
     """Everything fails and is slow until R, then nothing: all fire at R; once every short window is past R, none
-    fire although the long windows still hold the outage (the short window ends the alert)."""
+    fire although the long windows still hold the outage (the short window ends the alert). At R the latency
+    SLI's bad share is 1: each slow failure counts twice (outside the bucket and failed), and the clamp holds it."""
     spec = t.spec
     outage = t.settle
     shorts = {a.labels["short_window"] for a in t.burn} or {"5m"}
@@ -653,7 +768,16 @@ def _recovery_group(t: _Tests) -> None:
     if partial is not None:
         step, fires = partial
         checks += t.burn_checks(t.at(step), fires, fires)
-    t.group("outage then recovery", line.input_series(), checks)
+    clamped = [
+        {
+            "expr": f'{SLOW_RECORD}{window}{{sli="{sli.name}"}} == bool 1',
+            "eval_time": t.at(outage),
+            "exp_samples": [{"labels": f'{{sli="{sli.name}"}}', "value": 1}],
+        }
+        for sli in spec.slis
+        for window in WINDOWS
+    ]
+    t.group("outage then recovery", line.input_series(), checks, promql_expr_test=clamped)
 
 
 def _partial_recovery(t: _Tests, outage: int) -> tuple[int, Callable[[_Alert], bool]] | None:
@@ -691,7 +815,8 @@ def _health_groups(t: _Tests) -> None:
         ("TargetDown", [(PROBE_UP, {"endpoint": "health", "instance": "monitor"}, 1, 0, True),
                         (PROBE_UP, {"endpoint": "ask", "instance": "monitor"}, 0, 0, False)]),
         ("ExporterDown", [("up", {"job": "postgres", "instance": "127.0.0.1:9187"}, 1, 0, True),
-                          ("up", {"job": "node", "instance": "127.0.0.1:9100"}, 1, 1, False)]),
+                          ("up", {"job": "node", "instance": "127.0.0.1:9100"}, 1, 1, False),
+                          ("up", {"job": BOUNDED_JOB, "instance": "127.0.0.1:9999"}, 1, 0, False)]),
         ("PostgresConnectionsNearMax", [
             ("pg_connections_count", {"datname": "rag", "state": "idle"}, low / 4, high / 4, False),
             ("pg_connections_count", {"datname": "rag", "state": "active"}, low * 3 / 4, high * 3 / 4, False),
@@ -763,13 +888,15 @@ def _cache_groups(t: _Tests) -> None:
 
 
 def _healthy_groups(t: _Tests) -> None:
-    """All healthy: every alert silent, and the recorded shares are the series' own (both ``le`` spellings).
+    """All healthy, a mix of fast failures and slow successes: every alert silent, and the recorded shares are
+    the series' own (the latency one the sum of both kinds; both ``le`` spellings).
 
     The SLIs and the health alerts' series are in two groups: an SLI may count the very nginx requests the
     cache alert counts, and its failures would then count as cache misses.
     """
     spec, end = t.spec, t.settle
-    error, slow = _healthy_shares(spec)
+    error, slow = _healthy_mix(spec)
+    latency = _share(error + slow)
     line = _Timeline(spec)
     line.slis([(error, slow, end + 1)])
     exprs = [
@@ -779,11 +906,16 @@ def _healthy_groups(t: _Tests) -> None:
             "exp_samples": [{"labels": f'{{sli="{sli.name}"}}', "value": 1}],
         }
         for sli in spec.slis
-        for record, share in ((ERRORS_RECORD, error), (SLOW_RECORD, slow))
+        for record, share in ((ERRORS_RECORD, error), (SLOW_RECORD, latency))
         for window in WINDOWS
     ]
     checks = t.burn_checks(t.at(end), lambda a: False, lambda a: False)
-    t.group("all healthy: no SLO alert", line.input_series(), checks, promql_expr_test=exprs)
+    t.group(
+        f"all healthy (fast failures {error:g} + slow successes {slow:g}): no SLO alert",
+        line.input_series(),
+        checks,
+        promql_expr_test=exprs,
+    )
     series = []
     for name, labels, value in (
         (PROBE_UP, {"endpoint": "health", "instance": "monitor"}, 1),
@@ -812,11 +944,13 @@ def render_rule_tests(
 
     It shows every alert firing when it should (its labels and annotations) and silent when it should: a
     constant share of errors and slow requests in each band between the burn thresholds fires exactly the
-    tiers at or below it; an outage fires all, and once the short windows are past it none (while the long
-    windows still hold it); each health alert goes from silent through pending to firing; and with everything
-    healthy nothing fires while the recorded shares equal the series' own, with the SLO bucket spelt "5.0"
-    by one exporter and "5" by another. Samples come every scrape interval, or coarser when the windows
-    are long (never fewer than four per window), to keep promtool quick.
+    tiers at or below it (the latency share is the fast failures plus the slow requests); the fault drill
+    (96 % of requests failing fast, code 500, inside the SLO bucket) pages for latency as for errors; an outage
+    fires all, its latency share clamped at 1, and once the short windows are past it none (while the long
+    windows still hold it); each health alert goes from silent through pending to firing; and with a healthy
+    mix of fast failures and slow successes nothing fires while the recorded shares equal the series' own,
+    with the SLO bucket spelt "5.0" by one exporter and "5" by another. Samples come every scrape interval, or
+    coarser when the windows are long (never fewer than four per window), to keep promtool quick.
 
     Raises:
         ValueError: a parameter is not valid (the message names it and what is allowed).
@@ -825,6 +959,7 @@ def render_rule_tests(
     tests = _Tests(spec)
     _healthy_groups(tests)
     _steady_groups(tests)
+    _drill_group(tests)
     _recovery_group(tests)
     _health_groups(tests)
     _cache_groups(tests)

@@ -1,5 +1,7 @@
 """The alert rules as text, checked and unit-tested by the real promtool (``check rules``, ``test rules``), and
-shown able to fail: rules with a wrong threshold, a wrong bucket or a missing short window fail their tests."""
+shown able to fail: rules with a wrong threshold, a wrong bucket, a missing short window or no clamp of the latency
+share fail their tests, and the latency SLI of old (the histogram alone, failures not counted) misses the fault
+drill."""
 
 from __future__ import annotations
 
@@ -117,10 +119,22 @@ def test_rules_have_the_records_and_alerts_with_their_labels():
         r for r in rules if r.get("record") == "ragperf:sli_slow:ratio_rate1h" and r["labels"]["sli"] == "entry"
     )
     assert "[60s]" in slow["expr"] and 'le=~"5(\\\\.0*)?"' in slow["expr"]
+    total = 'sum(rate(ragperf_nginx_requests_total{endpoint="ask"}[60s]))'
+    fast = 'sum(rate(ragperf_nginx_request_duration_seconds_bucket{endpoint="ask", le=~"5(\\\\.0*)?"}[60s]))'
+    failed = '(sum(rate(ragperf_nginx_requests_total{endpoint="ask", code!~"2.."}[60s])) or vector(0))'
+    assert slow["expr"] == f"clamp_max(({total} - {fast} + {failed}) / {total}, 1)"  # no traffic, no value
     errors = next(r for r in rules if r.get("record") == "ragperf:sli_errors:ratio_rate5m")
     assert 'ragperf_nginx_requests_total{endpoint="ask", code!~"2.."}[5s]' in errors["expr"]
     cache = next(a for a in alerts if a["alert"] == "CacheHitRatioCollapsed")
     assert "[5s]" in cache["expr"] and "< 0.2" in cache["expr"] and "> 0.5" in cache["expr"]
+
+
+def test_the_file_says_how_failures_count_for_latency():
+    text = alerting.render_rules(**LAB)
+    header = "".join(line for line in text.splitlines(keepends=True) if line.startswith("#"))
+    assert "good only when it succeeded (2xx) AND was faster than 5 s" in header
+    assert "exact when failures are faster than 5 s, conservative otherwise" in header
+    assert 'code "0", is counted twice before the clamp' in header
 
 
 def test_scaled_windows_are_clamped_and_the_file_says_so():
@@ -150,6 +164,18 @@ def test_promtool_checks_and_tests_the_rules(params):
     fired = {check["alertname"] for group in doc["tests"] for check in group["alert_rule_test"] if check["exp_alerts"]}
     alerts = {r["alert"] for r in _all(yaml.safe_load(rules)) if "alert" in r}
     assert names == fired == alerts  # every alert is shown firing, and silent
+    drill = next(group for group in doc["tests"] if group["name"].startswith("fault drill"))
+    assert all('code="2' in s["series"] or 'code="500"' in s["series"] or s["values"].startswith("0 0+0x")
+               for s in drill["input_series"] if "_requests_total" in s["series"])  # fmt: skip
+    fast = [s["values"] for s in drill["input_series"] if "_bucket{" in s["series"] and 'le="+Inf"' not in s["series"]]
+    counts = [s["values"] for s in drill["input_series"] if s["series"].split("{")[0].endswith("_count")]
+    assert fast and sorted(fast) == sorted(counts)  # every request, failed or not, in the fast bucket
+    page = drill["alert_rule_test"][:2]
+    latency = next(check for check in page if check["alertname"] == "SLOLatencyBudgetBurn")
+    assert {(a["exp_labels"]["burn"], a["exp_labels"]["severity"]) for a in latency["exp_alerts"]} == {("14.4", "page")}
+    assert {a["exp_labels"]["sli"] for a in latency["exp_alerts"]} == {"entry", "probe"}
+    healthy = next(group for group in doc["tests"] if group["name"].startswith("all healthy ("))
+    assert not any(check["exp_alerts"] for check in healthy["alert_rule_test"])
     les = {s["series"] for group in doc["tests"] for s in group["input_series"] if "_bucket" in s["series"]}
     spelt = repr(params["p95_s"])
     assert any(f'le="{spelt}"' in s for s in les) and any(f'le="{spelt.removesuffix(".0")}"' in s for s in les)
@@ -161,7 +187,38 @@ MUTATIONS = {
     "a page threshold ten times lower": ("(14.4 * 0.05)", "(1.44 * 0.05)"),
     "the SLO bucket in one spelling only": ('le=~"5(\\\\.0*)?"', 'le="5.0"'),
     "no short window on the fast page": (" and ragperf:sli_slow:ratio_rate5m > (14.4 * 0.05)", ""),
+    "no clamp of the latency share at 1": (", 1)", ", 2)"),
 }
+
+
+def _old_latency_sli(rules: str) -> str:
+    """The rules with the latency SLI of old: (histogram _count - SLO bucket) / _count, failures not counted."""
+    doc = yaml.safe_load(rules)
+    slis = {sli.name: sli for sli in (ENTRY, PROBE)}
+    le = le_regex(LAB["p95_s"]).replace("\\", "\\\\")
+    for rule in _all(doc):
+        if rule.get("record", "").startswith("ragperf:sli_slow:"):
+            sli, window = slis[rule["labels"]["sli"]], re.search(r"\[\d+s\]", rule["expr"]).group()
+            total = f"sum(rate({sli.duration}_count{sli.select()}{window}))"
+            bucket = f'le=~"{le}"'
+            fast = f"sum(rate({sli.duration}_bucket{sli.select(bucket)}{window}))"
+            rule["expr"] = f"({total} - {fast}) / {total}"
+    return yaml.safe_dump(doc, sort_keys=False, width=1_000)
+
+
+def test_the_latency_sli_of_old_misses_the_fault_drill():
+    params = {**LAB, "slis": [PROBE]}
+    rules = alerting.render_rules(**params)
+    doc = yaml.safe_load(alerting.render_rule_tests(**params))
+    doc["tests"] = [group for group in doc["tests"] if group["name"].startswith("fault drill")]
+    drill = yaml.safe_dump(doc, sort_keys=False, width=1_000)
+    assert len(doc["tests"]) == 1
+    assert prometheus.test_rules(rules, drill).ok
+    old = _old_latency_sli(rules)
+    assert "clamp_max" not in old and "_count" in old and prometheus.check_rules(old).ok
+    result = prometheus.test_rules(old, drill)
+    assert not result.ok and "FAILED" in result.output
+    assert "alertname: SLOLatencyBudgetBurn" in result.output and "alertname: SLOErrorBudgetBurn" not in result.output
 
 
 def test_the_rule_tests_fail_for_wrong_rules():
