@@ -1,7 +1,9 @@
-"""Phases 1 and 2 end to end on the lab, in one ``ragperf run all`` (as ``make demo`` runs them).
+"""Phases 1 to 3 end to end on the lab, in one ``ragperf run all`` (as ``make demo`` runs them).
 
 Phase 1: applied, measured twice, compared, rolled back; planned only on a deployment. Phase 2: the caching
-tier started, checked, measured layer by layer, Redis stopped mid-test, rolled back.
+tier started, checked, measured layer by layer, Redis stopped mid-test, rolled back. Phase 3: the monitoring
+started, every target up and every panel with data, the fault drill's alert end to end, no password anywhere,
+rolled back. Rollbacks run newest phase first, as they would be undone.
 """
 
 from __future__ import annotations
@@ -23,12 +25,15 @@ from ragperf import lab, runs
 from ragperf.core import procs
 from ragperf.measure import metrics
 from ragperf.systems import cachetier
-from ragperf.systems.postgres import appsearch, indexes, pgsettings, roles
+from ragperf.systems.monitoring import stack
+from ragperf.systems.postgres import appsearch, indexes, pgmonitor, pgsettings, roles
 
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUICK = REPO / "tests" / "params" / "quick.yaml"
+MONITOR_PROCESSES = ("pgexporter", "node", "nginx_exporter", "redis_exporter", "mtail", "alertsink", "alertmanager",
+                     "prometheus")  # fmt: skip
 
 
 def _connect(lab_dir: Path) -> psycopg.Connection:
@@ -49,7 +54,7 @@ def _embedding_type(conn: psycopg.Connection) -> str:
 
 @pytest.fixture(scope="module")
 def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
-    """``ragperf run all`` (phase0, phase1, phase2) on the smoke lab; pg_settings as the test saw them before."""
+    """``ragperf run all`` (phase0 to phase3) on the smoke lab; pg_settings as the test saw them before."""
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
         before = pgsettings.settings_snapshot(conn)
@@ -57,6 +62,114 @@ def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id), before  # open_run: only in this process's outputs/
+
+
+def test_phase3_monitors_every_layer_and_proves_its_slo_alert_end_to_end(tuned, lab_dir):
+    run, _ = tuned
+    out = run.path / "phase3"
+    result = metrics.read_metrics_json(out / "metrics.json")
+    monitoring = result["monitoring"]
+    assert monitoring["targets_up"] and all(t["health"] == "up" for t in monitoring["targets_up"])
+    jobs = {t["job"] for t in monitoring["targets_up"]}
+    assert jobs >= {"postgres", "node", "nginx", "redis", "mtail", "cache", "healthmon", "alertmanager"}
+    empty = [p["panel"] for p in monitoring["panels"] if not p["has data"]]
+    assert monitoring["panels"] and not empty, f"panels without data: {empty}"
+    assert monitoring["rule_tests_passed"]
+    drill = monitoring["drill"]
+    assert drill["slo_alert"] in ("SLOLatencyBudgetBurn", "SLOErrorBudgetBurn"), drill
+    assert drill["fault_to_firing_s"] is not None and drill["recovery_to_resolved_s"] is not None
+    assert drill["notified_firing"] and drill["notified_resolved"]
+    sent = [json.loads(line) for line in (out / "alerts" / "notifications.jsonl").read_text().splitlines()]
+    assert {n["status"] for n in sent} >= {"firing", "resolved"}
+    assert monitoring["cost"]["p95_ci_s"] and monitoring["cost_usage"]
+    probes = pd.read_parquet(out / "health.parquet")
+    assert set(probes["endpoint"]) == {"health", "ask"} and probes["question_id"].nunique() > 1
+    for name in ("prometheus.yml", "rules.yml", "alertmanager.yml", "postgres_exporter_queries.yaml", "nginx.mtail",
+                 "grafana/dashboards/ragperf-service.json"):  # fmt: skip
+        assert (out / "monitoring" / name).stat().st_size > 0, name
+    for name in ("dashboard_service.png", "dashboard_postgres.png", "drill.png", "compare.png", "statements.json"):
+        assert (out / name).stat().st_size > 0, name
+    assert (run.path / "phase1" / "1a" / "statements.json").exists()
+    nb = json.loads((run.path / "phase3.ipynb").read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    status = lab.status(lab_dir)["monitoring"]
+    assert status["prometheus"] == monitoring["prometheus"] and "healthmon" not in status["running"]
+
+
+def test_no_password_in_the_process_list_the_rendered_files_the_logs_or_the_run(tuned, lab_dir):
+    run, _ = tuned
+    base = lab_dir / "monitor"
+    secrets = [pgmonitor.read_password(base / "pgexporter" / "password"),
+               *json.loads((lab_dir / "secrets.json").read_text()).values()]  # fmt: skip
+    assert all(len(s) >= 12 for s in secrets)
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    places = {"ps": listing}
+    for root in (run.path, base):
+        for path in root.rglob("*"):
+            if (
+                path.is_file()
+                and path.name != "password"
+                and path.suffix not in (".png", ".parquet")
+                and ("data" not in path.relative_to(root).parts)
+            ):
+                places[str(path)] = path.read_text(errors="replace")
+    leaks = [where for where, text in places.items() for secret in secrets if secret in text]
+    assert not leaks, leaks
+    assert oct((base / "pgexporter" / "password").stat().st_mode & 0o777) == "0o600"
+
+
+def test_on_a_deployment_phase3_renders_every_file_says_what_would_run_and_starts_nothing(
+    tuned, env, lab_dir, tmp_path
+):
+    info = lab.status(lab_dir)
+    state = tmp_path / "monitor"
+    deployment = {"target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"]},
+                  "monitor": {"state_dir": str(state)}}  # fmt: skip
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
+    output = tmp_path / "phase3.ipynb"
+    done = subprocess.run(
+        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase3_monitoring.ipynb"), str(output),
+         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
+        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    assert (
+        "Mode: plan" in text
+        and "as the role `ragperf_monitor` (pg_monitor)" in text
+        and "promtool test rules: passed" in text
+    )
+    assert not any(part["running"] for part in stack.status(state).values())
+    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase3").exists()]
+    rendered = second / "phase3" / "monitoring"
+    assert {"prometheus.yml", "rules.yml", "alertmanager.yml", "postgres_exporter_queries.yaml"} <= {
+        p.name for p in rendered.iterdir()
+    }
+    assert not (second / "phase3" / "journal.jsonl").exists()
+
+
+def test_rollback_phase3_stops_every_monitoring_process_and_drops_the_role_and_views(tuned, env, ragperf, lab_dir):
+    run, _ = tuned
+    base = lab_dir / "monitor"
+    pids = [p["pid"] for name, p in stack.status(base).items() if name in MONITOR_PROCESSES]
+    assert all(pids)
+    done = ragperf(env, "rollback", "phase3", "--run", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not any(part["running"] for part in stack.status(base).values())
+    assert not any(procs.start_ticks(pid) for pid in pids)
+    assert ragperf(env, "monitor", "status").returncode == 3
+    with _connect(lab_dir) as conn:
+        assert (
+            conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", (pgmonitor.MONITOR_ROLE,)).fetchone()[0]
+            == 0
+        )
+        assert (
+            conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (pgmonitor.SCHEMA,)).fetchone()[0] == 0
+        )
+    nginx_cfg = cachetier.running(lab_dir / "cache").nginx
+    assert nginx_cfg is not None and nginx_cfg.status_port == 0  # back to Phase 2's configuration
 
 
 def test_phase1_is_measured_after_the_settings_and_after_the_indexes(tuned):
@@ -136,7 +249,7 @@ def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
         assert pgsettings.settings_differences(before, pgsettings.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == [] and _embedding_type(conn) == "vector"
         assert roles.role_settings(conn, "sakana") == {}
-    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id]
+    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase1").exists()]
     assert not (second / "phase1" / "journal.jsonl").exists()
     assert (second / "phase1" / "metrics.json").exists()
 
@@ -198,7 +311,7 @@ def test_saved_notebooks_and_the_report_keep_one_progress_line_per_bar(tuned, en
     state, not one line per redraw."""
     run, _ = tuned
     bars_total = 0
-    for phase in ("phase0", "phase1", "phase2"):
+    for phase in ("phase0", "phase1", "phase2", "phase3"):
         steps = sum(pd.read_parquet(p, columns=["scenario", "step"]).drop_duplicates().shape[0]
                     for p in (run.path / phase).rglob("requests.parquet"))  # fmt: skip
         journal = run.path / phase / "journal.jsonl"

@@ -9,11 +9,13 @@ filter and ``k = 8``. Query vectors are the embeddings of real questions from th
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,7 +29,7 @@ from ragperf.core.criteria import CRITERIA_USERS, Slo
 from ragperf.measure import charts, metrics, verdicts
 from ragperf.phases.phase import PhaseContext
 from ragperf.systems import llm
-from ragperf.systems.postgres import appsearch, embeddings, indexes, roles, serving
+from ragperf.systems.postgres import appsearch, embeddings, indexes, pgmonitor, roles, serving
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,7 @@ log = logging.getLogger(__name__)
 LEGACY_DOC_TYPES = {"luật": "luat", "nghị định": "nghi_dinh", "thông tư": "thong_tu", "quyết định": "quyet_dinh"}
 LEGACY_TOP_K = {"fast": 4, "quality": 8}
 RECALL_K = 10
+STATEMENTS = "statements.json"  # pg_stat_statements over one measurement (Phase 3 reads it)
 
 
 def legacy_filter(question: str) -> str | None:
@@ -304,3 +307,11 @@ def host_changes_allowed(ctx: PhaseContext) -> bool:
     """Whether this run may write the host's sysctl drop-in: applying, on a deployment (the lab shares this
     machine with everything else), and ``changes.allow_host_changes``."""
     return ctx.params.effective_mode() == "apply" and ctx.target.kind != "lab" and ctx.params.changes.allow_host_changes
+
+
+def save_statements(out: Path, start: list[dict], end: list[dict]) -> Path:
+    """What pg_stat_statements counted between two snapshots, kept beside a measurement (``statements.json``), so
+    that Phase 3's DBA view can say what the indexes changed statement by statement."""
+    path = out / STATEMENTS
+    path.write_text(json.dumps(pgmonitor.statements_delta(start, end), indent=1), encoding="utf-8")
+    return path

@@ -130,6 +130,27 @@ def test_reset_tuning_undoes_what_a_phase_left_and_restarts_on_the_same_port(lab
     assert lab.reset_tuning(lab_dir) == []  # idempotent
 
 
+def test_reset_tuning_drops_phase3s_database_side_only_where_ragperf_made_it(lab_up, lab_dir):
+    info = lab.status(lab_dir)
+    with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password,
+                         autocommit=True) as conn:  # fmt: skip
+        conn.execute("CREATE SCHEMA ragperf_monitor")
+        conn.execute("COMMENT ON SCHEMA ragperf_monitor IS 'ragperf: monitoring views'")
+        conn.execute("CREATE ROLE ragperf_monitor LOGIN")
+        conn.execute("COMMENT ON ROLE ragperf_monitor IS 'ragperf: monitoring role'")
+        conn.execute("CREATE SCHEMA someone_elses")
+    try:
+        done = lab.reset_tuning(lab_dir)
+        assert done == ["DROP SCHEMA ragperf_monitor", "DROP ROLE ragperf_monitor"]
+        with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password) as conn:
+            assert conn.execute("SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'ragperf%'").fetchone()[0] == 0
+            assert conn.execute("SELECT to_regnamespace('someone_elses')").fetchone()[0] is not None
+    finally:
+        with psycopg.connect(info["admin_dsn"], password=lab.credentials(lab_dir).superuser_password,
+                             autocommit=True) as conn:  # fmt: skip
+            conn.execute("DROP SCHEMA IF EXISTS someone_elses")
+
+
 def test_down_is_idempotent_and_up_after_down_restarts(lab_up, lab_dir):
     running = lab.LabState.load(lab_dir).processes
     assert sorted(lab.down(lab_dir)) == ["app", "llm", "postgres"]
