@@ -160,13 +160,21 @@ class Monitor(_Strict):
                                      "lab, so a load step of minutes has enough points)")  # fmt: skip
     retention_hours: int = Field(24, ge=1, le=8760, description="how long Prometheus keeps samples")
     retention_size_mb: int = Field(1024, ge=16, description="the most disk Prometheus's samples may use")
-    burn_window_scale: float = Field(1 / 120, gt=0, le=1, description="multiplies every burn-rate alert window "
-                                     "(1: the SRE Workbook's 1 h/5 min ...; 1/120: 30 s/5 s, for a lab run of minutes)")
+    burn_window_scale: float = Field(
+        1 / 120,
+        gt=0,
+        le=1,
+        description="multiplies every burn-rate alert window "
+        "(1: the SRE Workbook's 1 h/5 min ...; 1/120: 30 s/5 s, for a lab run of minutes)",
+    )
     state_dir: Path | None = Field(None, description="where the monitoring keeps its files (default: in the lab's "
                                    "directory, else ~/.local/state/ragperf/monitor)")  # fmt: skip
     prometheus_port: int = Field(0, ge=0, le=65535, description="Prometheus's port (0: a free port)")
-    role: str = Field("ragperf_monitor", pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-                      description="the database role the postgres exporter connects as (member of pg_monitor)")
+    role: str = Field(
+        "ragperf_monitor",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="the database role the postgres exporter connects as (member of pg_monitor)",
+    )
     health_interval_s: float = Field(1.0, gt=0, le=3600, description="seconds between the health monitor's probes")
     health_buffer: int = Field(1000, ge=10, le=1_000_000, description="samples the health monitor keeps in memory")
     health_ask_share: float = Field(0.5, ge=0, le=1, description="share of probes that ask (POST /ask)")
