@@ -19,9 +19,10 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is made: the programs ragperf runs import this module
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,8 @@ def plan_table(changes: Iterable[Change]) -> pd.DataFrame:
     """The plan for people: one row per change."""
     rows = [{"change": c.key, "now": c.before, "planned": c.after, "restart": c.restart, "host": c.host,
              "why": c.reason} for c in changes]  # fmt: skip
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=["change", "now", "planned", "restart", "host", "why"])
 
 

@@ -27,6 +27,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
 
+from ragperf.core.changes import StateApplier
+
 log = logging.getLogger(__name__)
 
 
@@ -481,9 +483,41 @@ class Server(Recorded):
         self.stop()
         return None
 
+    def clear_state(self) -> None:
+        """Remove the files the server made in its state directory (and nothing else), once it is stopped for good;
+        by default it keeps them."""
+
     def after_stop(self, proc: Proc) -> None:
         """Clean up after the recorded process is gone (nginx: workers a killed master left behind)."""
 
     def tail(self, proc: Proc) -> str:
         """The end of the server's log, for the error of a start that failed."""
         return f"its log {proc.log} ends:\n{log_tail(proc)}"
+
+
+class ServerApplier(StateApplier):
+    """The applier of a server's changes (each takes its configuration from ``before`` to ``after``, None: not
+    running): apply starts (or restarts) ``after``'s server, undo brings back ``before``'s. The server of the other
+    state is stopped first when it lives in another state directory; when nothing is to run any more, it is stopped
+    and its files cleared (:meth:`Server.clear_state`). Idempotent both ways: a server already running with the
+    wanted configuration is left alone (:meth:`Server.on_running`), stopping a stopped one does nothing.
+
+    A subclass sets ``kind`` and ``SERVER`` (and ``TIMEOUT``, the seconds a start waits for ready).
+    """
+
+    SERVER: ClassVar[type[Server]]
+    TIMEOUT: ClassVar[float] = 20.0
+
+    def __init__(self, *, timeout: float | None = None) -> None:
+        self.timeout = self.TIMEOUT if timeout is None else timeout
+
+    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
+        wanted = self.SERVER.CONFIG.from_dict(state) if state is not None else None
+        if other is not None:
+            old = self.SERVER(Path(other["state_dir"]), timeout=self.timeout)
+            if wanted is None or old.state_dir != Path(wanted.state_dir).absolute():
+                old.stop()
+                if wanted is None:
+                    old.clear_state()
+        if wanted is not None:
+            self.SERVER(wanted.state_dir, timeout=self.timeout).start(wanted)

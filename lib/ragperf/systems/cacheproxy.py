@@ -13,7 +13,6 @@ import ipaddress
 import logging
 import re
 import sys
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from typing import Any
 import httpx
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 from ragperf.systems import cacheapp, cachekeys
 from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS, check_buckets, format_buckets
 
@@ -241,25 +240,10 @@ def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
     ]
 
 
-class ProxyApplier(StateApplier):
-    """Makes and undoes ``cacheproxy`` changes: starts (or restarts) the add-on with ``after``; undo
-    brings back ``before``, or stops the add-on when ``before`` is None.
-
-    Both are idempotent: an add-on already running with the wanted configuration is left alone and
-    stopping a stopped one does nothing, so undo is safe after an apply that failed half way.
-    """
+class ProxyApplier(procs.ServerApplier):
+    """Makes and undoes ``cacheproxy`` changes: starts (or restarts) the add-on with ``after``; undo brings back
+    ``before``, or stops the add-on when ``before`` is None (see :class:`ragperf.core.procs.ServerApplier`)."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the add-on of ``other`` first when it lives elsewhere."""
-        wanted = ProxyConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                ProxyServer(old_dir, timeout=self.timeout).stop()
-        if wanted is not None:
-            ProxyServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = ProxyServer
+    TIMEOUT = 20.0

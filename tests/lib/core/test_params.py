@@ -357,11 +357,12 @@ def test_a_log_file_that_cannot_be_replayed_is_refused_before_the_run(tmp_path: 
 
 def test_the_cli_checks_a_deployment_before_its_run_directory_exists(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("RAGPERF_OUTPUTS", str(tmp_path / "outputs"))
-    for phase, names in (("phase1", "phase1"), ("all", ", ".join(params.phases()))):
+    every = ", ".join(params.phases())
+    for phase, names, database in (("phase1", "phase1", "phase1"), ("all", every, "phase1, phase3")):
         assert cli.main(["run", phase, "--params", str(_deployment(tmp_path))]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"ragperf: cannot start {names}:\n") and "Traceback" not in err
-        assert "  target.dsn is required on a deployment for phase1, which reads and changes the database" in err
+        assert f"  target.dsn is required on a deployment for {database}, which reads and changes the database" in err
     assert not (tmp_path / "outputs").exists()
 
 

@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 from ragperf.systems.monitoring.alertsink import check_dir, check_loopback
 
 log = logging.getLogger(__name__)
@@ -398,29 +398,11 @@ def plan(current: AlertmanagerConfig | None, desired: AlertmanagerConfig | None)
     return [Change(kind=KIND, name=CHANGE_NAME, before=before, after=after, reason=reason, details=details)]
 
 
-class AlertmanagerApplier(StateApplier):
-    """Makes and undoes ``alertmanager`` changes: starts (or restarts) Alertmanager with ``after``; undo
-    brings back ``before``, or, when that is None, stops it and removes its own files (configuration, record,
-    log, data/) and nothing else.
-
-    Idempotent: an Alertmanager already running with the wanted configuration is left alone, stopping a
-    stopped one does nothing, so undo is safe after an apply that failed half way.
-    """
+class AlertmanagerApplier(procs.ServerApplier):
+    """Makes and undoes ``alertmanager`` changes: Alertmanager runs with ``after``; undo brings back ``before``, or,
+    when that is None, stops it and removes its own files (configuration, record, log, data/) and nothing else.
+    See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 30.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run; stop the Alertmanager of ``other`` first when it lives elsewhere (and clear its
-        files when nothing is to run)."""
-        wanted = AlertmanagerConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old = AlertmanagerServer(Path(other["state_dir"]).absolute(), timeout=self.timeout)
-            if wanted is None or old.state_dir != wanted.state_dir:
-                old.stop()
-                if wanted is None:
-                    old.clear_state()
-        if wanted is not None:
-            AlertmanagerServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = AlertmanagerServer
+    TIMEOUT = 30.0

@@ -46,7 +46,7 @@ import httpx
 import pandas as pd
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 
 log = logging.getLogger("ragperf.systems.monitoring.alertsink")  # not "__main__" when run with -m
 
@@ -501,31 +501,14 @@ def plan(current: SinkConfig | None, desired: SinkConfig | None) -> list[Change]
     return [Change(kind=KIND, name=CHANGE_NAME, before=before, after=after, reason=reason, details=details)]
 
 
-class SinkApplier(StateApplier):
-    """Makes and undoes ``alertsink`` changes: starts (or restarts) the sink with ``after``; undo brings back
-    ``before``, or stops the sink and removes its record and log when ``before`` is None.
-
-    Idempotent: a sink already running with the wanted configuration is left alone, stopping a stopped one
-    does nothing. The notifications file is never removed: it is the run's evidence.
-    """
+class SinkApplier(procs.ServerApplier):
+    """Makes and undoes ``alertsink`` changes: the sink runs with ``after``; undo brings back ``before``, or stops
+    the sink and removes its record and log when that is None. The notifications file is never removed: it is
+    the run's evidence. See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run; stop the sink of ``other`` first when it lives elsewhere (and clear its files
-        when nothing is to run)."""
-        wanted = SinkConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old = SinkServer(Path(other["state_dir"]).absolute(), timeout=self.timeout)
-            if wanted is None or old.state_dir != wanted.state_dir:
-                old.stop()
-                if wanted is None:
-                    old.clear_state()
-        if wanted is not None:
-            SinkServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = SinkServer
+    TIMEOUT = 20.0
 
 
 if __name__ == "__main__":

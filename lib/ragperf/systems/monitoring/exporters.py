@@ -37,10 +37,9 @@ import urllib.request
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 
 log = logging.getLogger(__name__)
 
@@ -339,24 +338,13 @@ def plan(current: ExporterConfig | None, desired: ExporterConfig) -> list[Change
     ]
 
 
-class ExporterApplier(StateApplier):
-    """Makes and undoes ``exporter`` changes: starts (or restarts) the exporter of ``after``; undo brings back
-    ``before``, or stops the exporter when ``before`` is None. Idempotent both ways."""
+class ExporterApplier(procs.ServerApplier):
+    """Makes and undoes ``exporter`` changes: the exporter of ``after`` runs; undo brings back ``before`` (None:
+    stopped). See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 15.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the exporter of ``other`` first when it lives elsewhere."""
-        wanted = ExporterConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                ExporterServer(old_dir, timeout=self.timeout).stop()
-        if wanted is not None:
-            ExporterServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = ExporterServer
+    TIMEOUT = 15.0
 
 
 def status(state_dirs: Iterable[Path]) -> list[procs.ServerStatus]:

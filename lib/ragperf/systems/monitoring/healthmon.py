@@ -53,7 +53,7 @@ import httpx
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -725,24 +725,13 @@ def plan(current: HealthMonConfig | None, desired: HealthMonConfig | None) -> li
     ]
 
 
-class HealthMonApplier(StateApplier):
-    """Makes and undoes ``healthmon`` changes: starts the monitor with ``after``; undo brings back ``before``
-    (None: stopped). Idempotent: a monitor already running with the wanted configuration is left alone."""
+class HealthMonApplier(procs.ServerApplier):
+    """Makes and undoes ``healthmon`` changes: the monitor of ``after`` runs; undo brings back ``before`` (None:
+    stopped). See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the monitor of ``other`` first when it lives elsewhere or none is wanted."""
-        wanted = HealthMonConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                HealthMonServer(old_dir, timeout=self.timeout).stop()
-        if wanted is not None:
-            HealthMonServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = HealthMonServer
+    TIMEOUT = 20.0
 
 
 if __name__ == "__main__":

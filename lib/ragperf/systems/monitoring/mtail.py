@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS, check_buckets, check_ipv4
 
 log = logging.getLogger(__name__)
@@ -264,21 +264,10 @@ def plan(current: MtailConfig | None, desired: MtailConfig | None) -> list[Chang
     ]
 
 
-class MtailApplier(StateApplier):
-    """Makes and undoes ``mtail`` changes: starts mtail with ``after``; undo brings back ``before`` (None:
-    stopped). Idempotent: an mtail already running with the wanted configuration is left alone."""
+class MtailApplier(procs.ServerApplier):
+    """Makes and undoes ``mtail`` changes: mtail runs with ``after``; undo brings back ``before`` (None: stopped).
+    See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the mtail of ``other`` first when it lives elsewhere or none is wanted."""
-        wanted = MtailConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                MtailServer(old_dir, timeout=self.timeout).stop()
-        if wanted is not None:
-            MtailServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = MtailServer
+    TIMEOUT = 20.0

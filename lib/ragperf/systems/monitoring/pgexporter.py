@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 from ragperf.systems.monitoring.exporters import check_loopback, check_state_dir, samples, scrape
 
 log = logging.getLogger(__name__)
@@ -487,21 +487,10 @@ def plan(current: PgExporterConfig | None, desired: PgExporterConfig) -> list[Ch
     ]
 
 
-class PgExporterApplier(StateApplier):
-    """Makes and undoes ``pgexporter`` changes: starts (or restarts) the exporter of ``after``; undo brings back
-    ``before``, or stops the exporter when ``before`` is None. Idempotent both ways."""
+class PgExporterApplier(procs.ServerApplier):
+    """Makes and undoes ``pgexporter`` changes: the exporter of ``after`` runs; undo brings back ``before`` (None:
+    stopped). See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 20.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the exporter of ``other`` first when it lives elsewhere."""
-        wanted = PgExporterConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                PgExporterServer(old_dir, timeout=self.timeout).stop()
-        if wanted is not None:
-            PgExporterServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = PgExporterServer
+    TIMEOUT = 20.0

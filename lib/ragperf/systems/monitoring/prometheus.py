@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int
 
 log = logging.getLogger(__name__)
 
@@ -786,29 +786,11 @@ def plan(current: PrometheusConfig | None, desired: PrometheusConfig) -> list[Ch
     ]
 
 
-class PrometheusApplier(StateApplier):
-    """Makes and undoes ``prometheus`` changes: starts, reloads or restarts Prometheus with ``after``; undo
-    brings back ``before``, or, when ``before`` is None, stops it and removes the files it made
-    (prometheus.yml, rules.yml, its record and log, data/; nothing else).
-
-    Both are idempotent: a Prometheus already running with the wanted configuration is left alone and
-    stopping a stopped one does nothing, so undo is safe after an apply that failed half way.
-    """
+class PrometheusApplier(procs.ServerApplier):
+    """Makes and undoes ``prometheus`` changes: starts, reloads or restarts Prometheus with ``after``; undo brings
+    back ``before``, or, when that is None, stops it and removes the files it made (prometheus.yml, rules.yml, its
+    record and log, data/; nothing else). See :class:`ragperf.core.procs.ServerApplier`."""
 
     kind = KIND
-
-    def __init__(self, *, timeout: float = 60.0) -> None:
-        self.timeout = timeout
-
-    def become(self, state: Mapping[str, Any] | None, other: Mapping[str, Any] | None) -> None:
-        """Make ``state`` run, stopping the Prometheus of ``other`` first when it lives elsewhere."""
-        wanted = PrometheusConfig.from_dict(state) if state is not None else None
-        if other is not None:
-            old_dir = Path(other["state_dir"]).absolute()
-            if wanted is None or old_dir != wanted.state_dir:
-                server = PrometheusServer(old_dir, timeout=self.timeout)
-                server.stop()
-                if wanted is None:
-                    server.clear_state()
-        if wanted is not None:
-            PrometheusServer(wanted.state_dir, timeout=self.timeout).start(wanted)
+    SERVER = PrometheusServer
+    TIMEOUT = 60.0
