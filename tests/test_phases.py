@@ -81,7 +81,8 @@ def test_phase3_monitors_every_layer_and_proves_its_slo_alert_end_to_end(tuned, 
     assert drill["notified_firing"] and drill["notified_resolved"]
     sent = [json.loads(line) for line in (out / "alerts" / "notifications.jsonl").read_text().splitlines()]
     assert {n["status"] for n in sent} >= {"firing", "resolved"}
-    assert monitoring["cost"]["p95_ci_s"] and monitoring["cost_usage"]
+    assert set(monitoring["cost"]) == {"hits", "misses"} and monitoring["cost"]["misses"]["p95_ci_s"]
+    assert monitoring["cost_usage"]
     probes = pd.read_parquet(out / "health.parquet")
     assert set(probes["endpoint"]) == {"health", "ask"} and probes["question_id"].nunique() > 1
     for name in ("prometheus.yml", "rules.yml", "alertmanager.yml", "postgres_exporter_queries.yaml", "nginx.mtail",
@@ -124,7 +125,7 @@ def test_on_a_deployment_phase3_renders_every_file_says_what_would_run_and_start
     info = lab.status(lab_dir)
     state = tmp_path / "monitor"
     deployment = {"target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"]},
-                  "monitor": {"state_dir": str(state)}}  # fmt: skip
+                  "monitor": {"state_dir": str(state), "role": "ragperf_monitor_plan"}}  # fmt: skip
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
     output = tmp_path / "phase3.ipynb"
@@ -138,7 +139,7 @@ def test_on_a_deployment_phase3_renders_every_file_says_what_would_run_and_start
     text = output.read_text()
     assert (
         "Mode: plan" in text
-        and "as the role `ragperf_monitor` (pg_monitor)" in text
+        and "as the role `ragperf_monitor_plan` (pg_monitor)" in text
         and "promtool test rules: passed" in text
     )
     assert not any(part["running"] for part in stack.status(state).values())

@@ -60,15 +60,20 @@ def test_a_drill_whose_slo_alert_never_fired_says_so():
 
 def test_the_cost_is_noise_when_both_states_measure_alike_and_slower_when_they_do_not():
     same = [0.2 + 0.01 * (i % 7) for i in range(400)]
-    cost = phase3.Cost([("off", result(records(T0, same), "cost_off")), ("on", result(records(T0, same), "cost_on"))],
-                       pd.DataFrame())  # fmt: skip
-    difference = cost.difference()
-    assert difference["p95_verdict"] == "noise" and difference["throughput_ratio"] == pytest.approx(1.0)
-    assert cost.table().loc["with monitoring", "answered by a cache %"] == 100.0
-    slow = phase3.Cost([("off", result(records(T0, same))), ("on", result(records(T0, [x + 0.3 for x in same])))],
-                       pd.DataFrame())  # fmt: skip
-    assert slow.difference()["p95_verdict"] == "slower" and "slower" in slow.text()
-    assert phase3.Cost([], pd.DataFrame()).difference() == {}
+    slower = [x + 0.3 for x in same]
+    cost = phase3.Cost([("hits", "off", result(records(T0, same))), ("hits", "on", result(records(T0, same))),
+                        ("misses", "off", result(records(T0, same, cache="MISS"))),
+                        ("misses", "on", result(records(T0, slower, cache="MISS")))], pd.DataFrame())  # fmt: skip
+    hits, misses = cost.difference("hits"), cost.difference("misses")
+    assert hits["p95_verdict"] == "noise" and hits["throughput_ratio"] == pytest.approx(1.0)
+    assert misses["p95_verdict"] == "slower" and misses["p95_change_pct"] > 0
+    table = cost.table()
+    assert table.loc[("hits", "with monitoring"), "answered by a cache %"] == 100.0
+    assert table.loc[("misses", "with monitoring"), "answered by a cache %"] == 0.0
+    assert not cost.negligible() and "on misses" in cost.text() and "slower" in cost.text()
+    alike = phase3.Cost([r for r in cost.results if r[0] == "hits"], pd.DataFrame())
+    assert alike.negligible()
+    assert phase3.Cost([], pd.DataFrame()).difference() == {} and not phase3.Cost([], pd.DataFrame()).negligible()
 
 
 def test_expected_impact_is_met_only_with_data_in_every_panel_and_an_alert_proven_end_to_end():
