@@ -51,6 +51,8 @@ STATEMENTS = phase1.STATEMENTS
 SLO_ALERTS = ("SLOLatencyBudgetBurn", "SLOErrorBudgetBurn")
 ALERT_POLL_S = 1.0
 RESOLVE_WAIT_S = 120.0
+ALERT_TIME_COLUMNS = ["alertname", "severity", "sli", "pending_s", "firing_s", "resolved_after_recovery_s",
+                      "notified_firing", "notified_resolved"]  # fmt: skip
 COST_DRAWS = 1000  # the monitoring-cost steps' workload: the first draws of the Zipf stream
 
 
@@ -251,7 +253,7 @@ class Drill:
         in seconds from the fault's start, and when its notifications arrived."""
         rows = []
         if self.timeline.empty:
-            return pd.DataFrame(columns=["alertname", "severity", "sli", "pending_s", "firing_s", "resolved_s"])
+            return pd.DataFrame(columns=ALERT_TIME_COLUMNS)
         polls = sorted(self.timeline["t"].unique())
         active = self.timeline[self.timeline["alertname"].notna()]
         for (name, severity, sli), group in active.groupby(["alertname", "severity", "sli"], dropna=False):
@@ -270,7 +272,7 @@ class Drill:
                 "notified_firing": _any_status(sent, "firing"),
                 "notified_resolved": _any_status(sent, "resolved"),
             })  # fmt: skip
-        return pd.DataFrame(rows)
+        return pd.DataFrame(rows, columns=ALERT_TIME_COLUMNS)
 
     def slo_alert(self) -> dict[str, Any] | None:
         """The first SLO alert that fired and resolved, with its times; None if none did."""
@@ -704,12 +706,6 @@ def plan_text(ctx: PhaseContext, stk: stack.Stack) -> str:
                      f"(pg_monitor), its password only in {p.password_file} (0600)")  # fmt: skip
     lines += [f"- {note}" for note in stk.notes]
     return "\n".join(lines)
-
-
-def verdict_numbers(result: Mapping[str, Any]) -> dict[str, float | None]:
-    """The users' criteria numbers of this phase's measurement (for the notebook's last words)."""
-    return {k: metrics.value_of(result, k) for k in ("response_time_10_users", "success_rate_10_users",
-                                                     "max_concurrent_users")}  # fmt: skip
 
 
 def targets_reachable(ctx: PhaseContext, entry: str) -> None:
