@@ -64,9 +64,18 @@ def start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
     fields = stat[stat.rindex(")") + 2 :].split()
-    if fields[0] == "Z":  # a zombie is dead for our purposes
+    if fields[0] == "Z" and not _threads_left(pid):  # a zombie is dead for our purposes
         return None
     return int(fields[19])
+
+
+def _threads_left(pid: int) -> bool:
+    """True while other threads of a zombie thread-group leader still run (a Go server's do, for a moment, after
+    its main thread exited): they still hold its files and listening sockets, so the process is not gone yet."""
+    try:
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    except OSError:
+        return False
 
 
 def is_alive(proc: Proc) -> bool:

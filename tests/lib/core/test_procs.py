@@ -286,3 +286,29 @@ def test_the_record_is_there_while_it_waits_so_another_instance_can_stop_it(tmp_
     [exc] = failure
     assert isinstance(exc, procs.ProcessError) and re.search(r"toy \(pid \d+\) exited; its log ", str(exc))
     assert not server.running and not server.record_path.exists()
+
+
+LEADER_EXITS_FIRST = """
+import ctypes, socket, sys, threading, time
+server = socket.socket()
+server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+threading.Thread(target=time.sleep, args=(float(sys.argv[2]),)).start()
+print("listening", flush=True)
+ctypes.CDLL(None).pthread_exit(None)  # the main thread ends; the other one keeps the process and its socket
+"""
+
+
+def test_a_zombie_leader_whose_threads_still_run_is_alive_until_they_end(tmp_path):
+    """A Go server's main thread can exit before its other threads, which still hold its listening socket: such a
+    process is not gone yet, or a restart on its port would find the port taken."""
+    port = procs.free_port()
+    proc = procs.start("leader", [sys.executable, "-c", LEADER_EXITS_FIRST, str(port), "2"], tmp_path / "log")
+    procs.wait_until(lambda: None if "listening" in (tmp_path / "log").read_text() else "not yet", timeout=10,
+                     what="the child did not listen")  # fmt: skip
+    procs.wait_until(lambda: None if Path(f"/proc/{proc.pid}/stat").read_text().split(") ")[1][0] == "Z" else "no",
+                     timeout=10, what="the main thread did not exit")  # fmt: skip
+    assert procs.is_alive(proc) and not procs.port_is_free(port)
+    procs.wait_until(lambda: None if not procs.is_alive(proc) else "threads left", timeout=15, what="it did not end")
+    assert procs.port_is_free(port)
