@@ -231,15 +231,16 @@ def log_tail(proc: Proc, lines: int = 20) -> str:
     return "\n".join(text.splitlines()[-lines:])
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` at once (a reader sees the old file or the new, never half of one)."""
+def write_atomic(path: Path, text: str, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``text`` at once (a reader sees the old file or the new, never half of one), with
+    permissions ``mode`` (0600 for a file that holds a secret: it is never readable by others, not even briefly)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -338,6 +339,7 @@ class Server(Recorded):
     TIMEOUT: ClassVar[float] = 15.0  # seconds a start waits for ready()
     STOP_TIMEOUT: ClassVar[float] = 30.0  # seconds stop() waits before SIGKILL
     STOP_SIGNAL: ClassVar[int] = signal.SIGTERM
+    FILE_MODES: ClassVar[Mapping[str, int]] = {}  # files() that are not 0644 (0600: it holds a secret), by name
 
     def __init__(self, state_dir: Path, *, timeout: float | None = None) -> None:
         super().__init__(state_dir)
@@ -398,12 +400,15 @@ class Server(Recorded):
             if text is None:
                 (self.state_dir / name).unlink(missing_ok=True)
             else:
-                write_atomic(self.state_dir / name, text)
+                write_atomic(self.state_dir / name, text, self.FILE_MODES.get(name, 0o644))
+        user = self.user(cfg)
+        if user is not None:
+            _give(self.state_dir, user)
         argv = self.argv(cfg)
         with self.log_path.open("a", encoding="utf-8") as out:
             out.write(f"--- {time.strftime('%Y-%m-%d %H:%M:%S')} ragperf starts: {' '.join(argv)}\n")
         host, port = self.address(cfg)
-        proc = start(self.NAME, argv, self.log_path, env=self.env(cfg), port=port)  # the module's start()
+        proc = start(self.NAME, argv, self.log_path, env=self.env(cfg), port=port, user=user)  # the module's start()
         self._save_record(proc, cfg, **self.record_extra(cfg, texts))
         try:
             wait_until(
@@ -458,6 +463,11 @@ class Server(Recorded):
         file can hold instead: a process's environment is readable by its user in /proc."""
         return None
 
+    def user(self, cfg: Any) -> str | None:
+        """The user the server runs as (None: this process's own). A server that refuses root (PgBouncer) names an
+        unprivileged one when ragperf runs as root; its state directory and files are then given to that user."""
+        return None
+
     def ready(self, cfg: Any) -> str | None:
         """None once the server serves ``cfg``; else a short text of what is still missing (polled)."""
         raise NotImplementedError
@@ -502,6 +512,15 @@ class Server(Recorded):
     def tail(self, proc: Proc) -> str:
         """The end of the server's log, for the error of a start that failed."""
         return f"its log {proc.log} ends:\n{log_tail(proc)}"
+
+
+def _give(directory: Path, user: str) -> None:
+    """Make ``user`` the owner of ``directory`` and everything in it (a server that runs as ``user`` writes there)."""
+    import pwd
+
+    entry = pwd.getpwnam(user)
+    for path in [directory, *directory.rglob("*")]:
+        os.chown(path, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
 
 
 class ServerApplier(StateApplier):
