@@ -17,7 +17,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -161,12 +161,24 @@ class Journal:
         return [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
     def outstanding(self) -> list[Change]:
-        """Changes applied (or being applied) and not undone since, in the order they were applied."""
+        """Changes applied (or being applied) and not undone since, in the order they were first applied.
+
+        A thing changed several times in a row (Phase 4's balancer, reloaded for each instance count) is one
+        change: from the state before the first of them to the state after the last, in the place of the first, so
+        that undoing goes back to where the phase found it, in the reverse order of how the phase built it.
+        """
+        first: dict[str, dict[str, Any]] = {}  # by key: the first entry since the key was last undone
         last: dict[str, dict[str, Any]] = {}
         for entry in self.entries():
-            last.pop(entry["key"], None)  # re-insert: order follows the latest event
-            last[entry["key"]] = entry
-        return [Change.from_json(e["change"]) for e in last.values() if e["event"] in ("applying", "applied")]
+            key = entry["key"]
+            if entry["event"] == "undone":
+                first.pop(key, None)
+                last.pop(key, None)
+                continue
+            first.setdefault(key, entry)
+            last[key] = entry
+        return [replace(Change.from_json(last[key]["change"]), before=entry["change"]["before"])
+                for key, entry in first.items()]  # fmt: skip
 
 
 def plan_table(changes: Iterable[Change]) -> pd.DataFrame:

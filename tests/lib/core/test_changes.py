@@ -91,6 +91,20 @@ def test_rollback_undoes_what_the_journal_shows_newest_first(store, tmp_path):
     assert changes.rollback(Journal(tmp_path), {"setting": settings, "index": indexes}) == []  # nothing left
 
 
+def test_a_thing_changed_several_times_is_rolled_back_to_where_the_phase_found_it(store, tmp_path):
+    journal, applier = Journal(tmp_path), DictApplier("setting", store)
+    for before, after in ((1, 10), (10, 20), (20, 30)):  # the balancer reloaded for each instance count
+        changes.apply([(applier, [change("setting", "a", before, after)])], journal)
+    changes.apply([(applier, [change("setting", "b", 2, 21)])], journal)
+    changes.undo([(applier, [change("setting", "b", 2, 21)])], journal)  # undone within the phase: starts afresh
+    changes.apply([(applier, [change("setting", "b", 2, 22)])], journal)
+    (a, b) = journal.outstanding()
+    assert (a.key, a.before, a.after) == ("setting:a", 1, 30) and (b.before, b.after) == (2, 22)
+    undone = changes.rollback(Journal(tmp_path), {"setting": DictApplier("setting", store)})
+    assert sorted(undone) == ["setting:a", "setting:b"]
+    assert store.state == {"a": 1, "b": 2, "c": 3}
+
+
 def test_rollback_without_an_applier_for_a_kind_names_it(store, tmp_path):
     journal = Journal(tmp_path)
     changes.apply([(DictApplier("host", store), [change("host", "a", 1, 10)])], journal)
