@@ -14,6 +14,7 @@ master runs new and old workers side by side, and both take new connections.
 :class:`Nginx` runs one instance whose every file lives in a state directory: the configuration,
 ``nginx.json`` (the process record, so another Python process can stop it), logs, temporary files
 and the cache. :class:`NginxApplier` makes and undoes ``nginx`` changes of the change model.
+:func:`retried` reads the requests its access log shows were passed on from one upstream to another.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import grp
 import ipaddress
+import json
 import logging
 import os
 import pwd
@@ -32,13 +34,17 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ragperf.core import procs
 from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
 from ragperf.systems import nginxconf
 from ragperf.systems.nginxconf import NGINX_BIN, NginxError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,15 @@ class CacheConfig(Config):
     and the wait of concurrent misses for the one request that fills the cache. ``cache_lock`` makes
     concurrent misses of one key wait for that one request (nginx polls the lock every 500 ms); leave
     it off when something behind nginx coalesces misses itself without that delay.
+
+    With several upstreams (Phase 4's balancer) each server is left out for ``fail_timeout_s`` once it
+    failed ``max_fails`` times within ``fail_timeout_s`` (open-source nginx checks passively only), and a
+    request that meets an error, a timeout, a 502 or a 503 is passed on to another server, POST included,
+    at most ``next_upstream_tries`` attempts in all and within ``next_upstream_timeout_s`` of the first.
+    nginx tries each server at most once per request, so ``next_upstream_tries`` may be at most one more
+    than the number of upstreams (the one more lets a host name stand for two addresses, and keeps the
+    default valid for two upstreams). With one upstream these four are checked but not used: nginx ignores
+    ``max_fails`` for a lone server, and the configuration stays Phase 2's, byte for byte.
     """
 
     listen_port: int
@@ -80,6 +95,10 @@ class CacheConfig(Config):
     listen_host: str = "127.0.0.1"
     cache_lock: bool = True
     status_port: int = 0
+    max_fails: int = 1
+    fail_timeout_s: int = 10
+    next_upstream_tries: int = 3
+    next_upstream_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
         upstreams = (self.upstreams,) if isinstance(self.upstreams, str) else tuple(self.upstreams)
@@ -108,9 +127,8 @@ class CacheConfig(Config):
             raise ValueError(f"status_port: {self.status_port} is listen_port too; give another port (0: none)")
         check_int("cache_size_mb", self.cache_size_mb, 1, 1024 * 1024)
         check_int("max_body_kb", self.max_body_kb, 1, MAX_BODY_KB_LIMIT)
-        timeout = self.proxy_timeout_s
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not 0.001 <= timeout <= 86400:
-            raise ValueError(f"proxy_timeout_s: must be a number of seconds from 0.001 to 86400, not {timeout!r}")
+        _check_seconds("proxy_timeout_s", self.proxy_timeout_s)
+        self._check_balancing()
         header = self.cache_status_header
         if not isinstance(header, str) or not _HEADER_RE.match(header):
             raise ValueError(f"cache_status_header: {header!r} is not an HTTP header name (letters, digits, '-')")
@@ -120,6 +138,18 @@ class CacheConfig(Config):
             raise ValueError(
                 f"listen_host: {self.listen_host!r} is not an IPv4 address (0.0.0.0 for every interface)"
             ) from None
+
+    def _check_balancing(self) -> None:
+        check_int("max_fails", self.max_fails, 1, 100)
+        check_int("fail_timeout_s", self.fail_timeout_s, 1, 3600)
+        check_int("next_upstream_tries", self.next_upstream_tries, 1, 20)
+        _check_seconds("next_upstream_timeout_s", self.next_upstream_timeout_s)
+        servers = len(self.upstreams)
+        if servers > 1 and self.next_upstream_tries > servers + 1:
+            raise ValueError(
+                f"next_upstream_tries: {self.next_upstream_tries} with {servers} upstreams; nginx tries each server "
+                f"at most once per request, so give 1 to {servers + 1}"
+            )
 
     @property
     def url(self) -> str:
@@ -131,6 +161,11 @@ class CacheConfig(Config):
     def status_url(self) -> str | None:
         """nginx's ``stub_status`` page (loopback only), for the nginx exporter; None when there is none."""
         return f"http://127.0.0.1:{self.status_port}{nginxconf.STATUS_PATH}" if self.status_port else None
+
+
+def _check_seconds(name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0.001 <= value <= 86400:
+        raise ValueError(f"{name}: must be a number of seconds from 0.001 to 86400, not {value!r}")
 
 
 def _worker_user() -> tuple[str, int, int] | None:
@@ -257,6 +292,7 @@ class Nginx(procs.Server):
 
     @property
     def access_log(self) -> Path:
+        """nginx's access log: one JSON object a line (see :func:`retried`)."""
         return self.state_dir / "access.log"
 
     @property
@@ -404,8 +440,68 @@ class Nginx(procs.Server):
         return version
 
 
-def plan(current: CacheConfig | None, desired: CacheConfig) -> list[Change]:
-    """The change that takes nginx from ``current`` (None: not running) to ``desired``; none when equal."""
+RETRIED_COLUMNS = ("time", "status", "upstreams", "upstream_statuses", "request_time")
+_UPSTREAM_SEP = re.compile(r", | : ")  # between servers tried; between server groups (an internal redirect)
+
+
+def entries(access_log: Path, *, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+    """The requests in nginx's JSON ``access_log``, one row each in the log's order: ``time`` (epoch seconds, whole
+    seconds as nginx logs them, when the request ended), ``status`` (the client's), ``upstreams`` (the addresses
+    tried, in order; nginx's upstream group name for an attempt no live server was left for), ``upstream_statuses``
+    (one status each; int, None where nginx wrote none) and ``request_time`` (seconds). ``since``/``until`` keep the
+    rows whose time lies within them (both included). A missing log has no rows; a last line nginx is still writing
+    is left out.
+
+    Raises:
+        ValueError: a line is not one of the log's JSON objects (the message names the line).
+    """
+    import pandas as pd  # only here: the programs ragperf runs import this module and stay light
+
+    rows = [_retry_row(entry) for entry in _log_entries(access_log)]
+    rows = [row for row in rows if (since is None or row["time"] >= since) and (until is None or row["time"] <= until)]
+    return pd.DataFrame(rows, columns=list(RETRIED_COLUMNS))
+
+
+def retried(access_log: Path, *, since: float | None = None, until: float | None = None) -> pd.DataFrame:
+    """The requests of :func:`entries` that nginx tried on more than one upstream (a failover, or a retry)."""
+    rows = entries(access_log, since=since, until=until)
+    return rows[rows["upstreams"].map(len) > 1].reset_index(drop=True)
+
+
+def _log_entries(access_log: Path) -> list[dict[str, Any]]:
+    """The access log's JSON objects; what follows the last newline (nothing, or a line being written) is not."""
+    entries = []
+    for number, line in enumerate(nginxconf.read_or_empty(Path(access_log)).split("\n")[:-1], start=1):
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{access_log}: line {number} is not a JSON access-log entry ({exc})") from None
+        if not isinstance(entry, dict) or not {"time", "status", "upstream", "upstream_status"} <= set(entry):
+            raise ValueError(f"{access_log}: line {number} lacks time, status, upstream or upstream_status")
+        entries.append(entry)
+    return entries
+
+
+def _retry_row(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One access-log entry as a row of :func:`retried`."""
+    statuses = _upstream_parts(entry["upstream_status"])
+    return {
+        "time": datetime.fromisoformat(entry["time"]).timestamp(),
+        "status": entry["status"],
+        "upstreams": _upstream_parts(entry["upstream"]),
+        "upstream_statuses": [int(s) if s.isdigit() else None for s in statuses],
+        "request_time": entry.get("request_time"),
+    }
+
+
+def _upstream_parts(value: str) -> list[str]:
+    """``$upstream_addr`` or ``$upstream_status`` split into one part per attempt ("" when nginx made none)."""
+    return [part.strip() for part in _UPSTREAM_SEP.split(value)] if value else []
+
+
+def plan(current: CacheConfig | None, desired: CacheConfig, *, name: str = CHANGE_NAME) -> list[Change]:
+    """The change that takes nginx from ``current`` (None: not running) to ``desired``; none when equal. ``name``
+    tells apart two nginx of one phase (Phase 4's load balancer beside Phase 2's cache)."""
     if current == desired:
         return []
     if current is not None and current.state_dir != desired.state_dir:
@@ -424,7 +520,7 @@ def plan(current: CacheConfig | None, desired: CacheConfig) -> list[Change]:
     return [
         Change(
             kind=KIND,
-            name=CHANGE_NAME,
+            name=name,
             before=current.to_dict() if current is not None else None,
             after=desired.to_dict(),
             reason=reason,

@@ -31,6 +31,19 @@ Caching POST in nginx has several traps, each handled by :func:`render`:
   happen anyway, ``proxy_next_upstream error non_idempotent`` retries it once on a fresh connection
   (asking a question changes nothing in the app).
 
+With several upstreams nginx is Phase 4's load balancer (:func:`upstream_lines`, :func:`retry_lines`):
+
+* Without a ``zone`` each worker keeps its own ``least_conn`` counts and its own idea of which server
+  failed; the shared zone gives every worker one count and one failure state.
+* Open-source nginx checks servers passively only: a server that fails ``max_fails`` times within
+  ``fail_timeout`` is left out for ``fail_timeout``, then tried again with real requests.
+* nginx passes a POST on to another server after a refused connection, but never one it has already
+  sent unless ``proxy_next_upstream`` names ``non_idempotent``: without it, every request a server holds
+  when it dies fails. The app's only POST, ``/ask``, changes nothing, so retrying it is safe.
+  ``proxy_next_upstream_tries`` and ``proxy_next_upstream_timeout`` bound how often and for how long.
+
+With one upstream the text is Phase 2's, unchanged.
+
 The ping location answers with the digest of the rendered text (:func:`rendered_digest`), so a reload
 can be confirmed. The process that runs this text is :class:`ragperf.systems.nginx.Nginx`.
 """
@@ -60,6 +73,7 @@ UPSTREAM = "ragperf_app"
 KEYS_ZONE_MB = 16  # about 128 000 keys; fixed so that a reload never has to resize the shared zone
 UPSTREAM_KEEPALIVE = 64  # idle connections to the app each worker keeps
 UPSTREAM_KEEPALIVE_S = 4  # below uvicorn's default keep-alive of 5 s
+UPSTREAM_ZONE_KB = 256  # the balancer's shared state: room for far more servers than a lab runs
 _DIGEST_PLACEHOLDER = "@@RAGPERF_CONFIG_DIGEST@@"
 
 
@@ -133,15 +147,7 @@ def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -
         f"    client_body_buffer_size {body_buffer};",
         "    client_body_in_single_buffer on;",
         "",
-        f"    upstream {UPSTREAM} {{",
-    ]
-    if len(cfg.upstreams) > 1:
-        lines.append("        least_conn;")
-    lines += [f"        server {address};" for address in cfg.upstreams]
-    lines += [
-        f"        keepalive {UPSTREAM_KEEPALIVE};",
-        f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;",
-        "    }",
+        *upstream_lines(cfg),
         "",
     ]
     if cfg.cache_enabled:
@@ -169,8 +175,7 @@ def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -
         f"            proxy_connect_timeout {_ms(min(cfg.proxy_timeout_s, 10.0))};",
         f"            proxy_send_timeout {_ms(cfg.proxy_timeout_s)};",
         f"            proxy_read_timeout {_ms(cfg.proxy_timeout_s)};",
-        "            proxy_next_upstream error non_idempotent;",
-        "            proxy_next_upstream_tries 2;",
+        *retry_lines(cfg),
     ]
     lines += [
         "    server {",
@@ -237,6 +242,43 @@ def render(cfg: CacheConfig, *, key_version: int = 1, user: str | None = None) -
     lines += ["}", ""]
     text = "\n".join(lines)
     return text.replace(_DIGEST_PLACEHOLDER, config_digest(text))
+
+
+def upstream_lines(cfg: CacheConfig) -> list[str]:
+    """The ``upstream`` block: one server as Phase 2 has it, or several as a shared ``least_conn`` balancer."""
+    keepalive = [
+        f"        keepalive {UPSTREAM_KEEPALIVE};",
+        f"        keepalive_timeout {UPSTREAM_KEEPALIVE_S}s;",
+        "    }",
+    ]
+    if len(cfg.upstreams) == 1:
+        return [f"    upstream {UPSTREAM} {{", f"        server {cfg.upstreams[0]};", *keepalive]
+    servers = [
+        f"        server {a} max_fails={cfg.max_fails} fail_timeout={cfg.fail_timeout_s}s;" for a in cfg.upstreams
+    ]
+    return [
+        f"    upstream {UPSTREAM} {{",
+        "        # Shared by every worker: one least_conn count and one failure state. The checks are passive:",
+        "        # a server that fails max_fails times within fail_timeout is left out for fail_timeout.",
+        f"        zone {UPSTREAM} {UPSTREAM_ZONE_KB}k;",
+        "        least_conn;",
+        *servers,
+        *keepalive,
+    ]
+
+
+def retry_lines(cfg: CacheConfig) -> list[str]:
+    """When a proxied location passes a request on to the next server: after a failed kept-alive connection
+    (one upstream), or after an error, a timeout, a 502 or a 503 (several), bounded in tries and time."""
+    if len(cfg.upstreams) == 1:
+        return ["            proxy_next_upstream error non_idempotent;", "            proxy_next_upstream_tries 2;"]
+    return [
+        "            # The app's only POST, /ask, changes nothing: retrying one nginx has already sent is safe, and",
+        "            # without non_idempotent every request a server holds when it dies would fail.",
+        "            proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+        f"            proxy_next_upstream_tries {cfg.next_upstream_tries};",
+        f"            proxy_next_upstream_timeout {_ms(cfg.next_upstream_timeout_s)};",
+    ]
 
 
 def body_buffer_bytes(max_body_kb: int) -> int:

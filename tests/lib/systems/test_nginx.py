@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import http.client
 import json
 import random
@@ -205,7 +206,8 @@ def test_render_without_cache_is_a_plain_load_balancing_proxy(tmp_path):
     cfg = nginx.CacheConfig(8088, ("127.0.0.1:8000", "127.0.0.1:8001"), tmp_path, cache_enabled=False)
     text = nginxconf.render(cfg)
     assert "proxy_cache" not in text and "X-Cache-Status" not in text
-    assert "least_conn;" in text and "server 127.0.0.1:8001;" in text and "proxy_pass http://ragperf_app;" in text
+    assert "least_conn;" in text and "proxy_pass http://ragperf_app;" in text
+    assert "server 127.0.0.1:8001 max_fails=1 fail_timeout=10s;" in text  # the balancer's defaults
     assert nginxconf.render(cfg) == text  # pure
     assert nginxconf.rendered_digest(text) != nginxconf.rendered_digest(
         nginxconf.render(replace(cfg, cache_enabled=True))
@@ -434,3 +436,243 @@ def test_a_reload_adds_the_stub_status_page_on_its_own_loopback_port(upstream, c
     assert running.proc.pid == pid and with_status.status_url.endswith(f":{with_status.status_port}/stub_status")
     with pytest.raises(ValueError, match="status_port"):
         dataclasses.replace(cfg, status_port=cfg.listen_port)
+
+
+# -- Phase 4: nginx as the load balancer ----------------------------------------------------------------------
+
+# Digests (sha256) of what render() wrote for one upstream before the balancer's fields existed: with one
+# upstream Phase 2's nginx.conf, and so the digest its ping location answers with, must never change.
+ONE_UPSTREAM_RENDERS = {
+    "default": "da1183bf3c6eb0cf1a2a2d8d3eaec8232c54c5f8b8e2d7811804df293c641a4b",
+    "plain": "73b2339bdd75f48f89d3a53ae6e2a18fbae090f0bebdf496a5f7bfc810f0bfc7",
+    "rooted": "19bad0ff7fa16749c3f7ae7f4cec4b47a9a89dd29c5919b8ffe1bec791a9c5e5",
+}
+
+
+def test_one_upstream_renders_byte_for_byte_as_before():
+    pin = Path("/var/tmp/ragperf-pin")
+    cases = {
+        "default": (nginx.CacheConfig(8088, ("127.0.0.1:8000",), pin), {}),
+        "plain": (
+            nginx.CacheConfig(8088, ("127.0.0.1:8000",), pin, cache_enabled=False, status_port=9113),
+            {},
+        ),
+        "rooted": (
+            nginx.CacheConfig(8089, ("app.lab:8000",), pin, cache_lock=False, max_body_kb=64, proxy_timeout_s=2.5),
+            {"user": "nobody nogroup", "key_version": 4},
+        ),
+    }
+    for name, (cfg, kwargs) in cases.items():
+        text = nginxconf.render(cfg, **kwargs)
+        assert hashlib.sha256(text.encode()).hexdigest() == ONE_UPSTREAM_RENDERS[name], name
+        # The balancer's fields do not reach a one-upstream configuration.
+        tuned = replace(cfg, max_fails=5, fail_timeout_s=60, next_upstream_tries=7, next_upstream_timeout_s=2.0)
+        assert nginxconf.render(tuned, **kwargs) == text, name
+        assert "zone ragperf_app" not in text and "max_fails" not in text and "least_conn" not in text
+
+
+def lb_config(upstreams: tuple[str, ...], state_dir: Path, **extra: object) -> nginx.CacheConfig:
+    return nginx.CacheConfig(procs.free_port(), upstreams, state_dir, cache_enabled=False, **extra)
+
+
+def test_the_balancer_config_passes_nginx_t_with_zone_and_retries(state_dir):
+    cfg = lb_config(("127.0.0.1:8001", "127.0.0.1:8002", "localhost:8003"), state_dir, max_fails=2,
+                    fail_timeout_s=5, next_upstream_tries=2, next_upstream_timeout_s=1.5)  # fmt: skip
+    text = nginxconf.render(cfg)
+    nginxconf.check(text, state_dir)
+    upstream = text[text.index("upstream ragperf_app {") : text.index("    server {")]
+    assert "zone ragperf_app 256k;" in upstream and "least_conn;" in upstream
+    assert upstream.index("least_conn;") < upstream.index("keepalive 64;")  # nginx wants the balancer first
+    for address in cfg.upstreams:
+        assert f"server {address} max_fails=2 fail_timeout=5s;" in upstream
+    for location in (text[text.index("location = /health") :].split("}")[0], text[text.index("location / {") :]):
+        assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in location
+        assert "proxy_next_upstream_tries 2;" in location and "proxy_next_upstream_timeout 1500ms;" in location
+    assert "retrying one nginx has already sent is safe" in text  # says why non_idempotent is allowed
+    cached = nginxconf.render(replace(cfg, cache_enabled=True))  # a caching balancer is a valid one too
+    nginxconf.check(cached, state_dir)
+    assert "zone ragperf_app 256k;" in cached and cached.count("non_idempotent;") == 2
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "words"),
+    [
+        ("max_fails", 0, "1 to 100"),
+        ("max_fails", 101, "1 to 100"),
+        ("fail_timeout_s", 0, "1 to 3600"),
+        ("fail_timeout_s", 2.5, "whole number"),
+        ("next_upstream_tries", 21, "1 to 20"),
+        ("next_upstream_tries", 0, "1 to 20"),
+        ("next_upstream_timeout_s", 0, "seconds"),
+        ("next_upstream_timeout_s", True, "seconds"),
+        ("next_upstream_tries", 4, "give 1 to 3"),  # two upstreams: at most one more than two
+    ],
+)
+def test_bad_balancer_values_name_the_field(tmp_path, field, value, words):
+    with pytest.raises(ValueError, match=field) as info:
+        lb_config(("127.0.0.1:8001", "127.0.0.1:8002"), tmp_path, **{field: value})
+    assert words in str(info.value)
+    assert lb_config(("127.0.0.1:8001", "127.0.0.1:8002"), tmp_path).next_upstream_tries == 3  # the default fits
+
+
+def log_line(time_iso: str, upstream: str, upstream_status: str, status: int = 200, **extra: object) -> str:
+    entry = {"time": time_iso, "method": "POST", "uri": "/ask", "status": status, "request_time": 0.012,
+             "upstream_status": upstream_status, "upstream": upstream, "cache": "", **extra}  # fmt: skip
+    return json.dumps(entry)
+
+
+def test_retried_reads_both_separators_and_filters_by_time(tmp_path):
+    log_file = tmp_path / "access.log"
+    assert nginx.retried(log_file).empty and list(nginx.retried(log_file).columns) == list(nginx.RETRIED_COLUMNS)
+    lines = [
+        log_line("2024-05-01T10:00:00+00:00", "127.0.0.1:8001", "200"),
+        log_line("2024-05-01T10:00:01+00:00", "127.0.0.1:8001, 127.0.0.1:8002", "502, 200"),
+        log_line("2024-05-01T12:00:02+02:00", "", "", cache="HIT"),  # served without an upstream
+        log_line("2024-05-01T10:00:03+00:00", "127.0.0.1:8001, 127.0.0.1:8002 : 127.0.0.1:9000", "502, 404 : 200"),
+        log_line("2024-05-01T10:00:04+00:00", "127.0.0.1:8003, ragperf_app", "504, 502", status=502),
+    ]
+    log_file.write_text("\n".join(lines) + "\n" + lines[1][:40])  # the last line is still being written
+    rows = nginx.retried(log_file)
+    start = 1714557600.0  # 2024-05-01T10:00:00Z
+    assert list(rows["time"]) == [start + 1, start + 3, start + 4]
+    assert list(rows["upstreams"]) == [
+        ["127.0.0.1:8001", "127.0.0.1:8002"],
+        ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:9000"],
+        ["127.0.0.1:8003", "ragperf_app"],
+    ]
+    assert list(rows["upstream_statuses"]) == [[502, 200], [502, 404, 200], [504, 502]]
+    assert list(rows["status"]) == [200, 200, 502] and list(rows["request_time"]) == [0.012] * 3
+    assert list(nginx.retried(log_file, since=start + 2, until=start + 3)["time"]) == [start + 3]
+    assert list(nginx.retried(log_file, until=start + 1)["time"]) == [start + 1]
+    assert nginx.retried(log_file, since=start + 5).empty
+    log_file.write_text(lines[0] + "\nnot json\n")
+    with pytest.raises(ValueError, match="line 2 is not a JSON access-log entry"):
+        nginx.retried(log_file)
+
+
+# Each instance answers POST /ask with its own name; one asked to {"crash": <its name>} kills itself with the
+# request read and unanswered (nginx has sent it: only non_idempotent lets nginx pass it on).
+NAMED_APP = r"""
+import json, os, signal, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+NAME = sys.argv[2]
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def _send(self, payload):
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self._send({"status": "ok", "name": NAME})
+
+    def do_POST(self):
+        raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if json.loads(raw or b"{}").get("crash") == NAME:
+            os.kill(os.getpid(), signal.SIGKILL)
+        self._send({"name": NAME})
+
+
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+"""
+
+
+@pytest.fixture
+def instances(state_dir):
+    """Three named instances of a stand-in app, ``{name: (address, Proc)}``; all stopped by their PID afterwards."""
+    base = state_dir / "instances"
+    base.mkdir()
+    script = base / "named_app.py"
+    script.write_text(NAMED_APP)
+    started = {}
+    try:
+        for name in ("a", "b", "c"):
+            port = procs.free_port()
+            proc = procs.start(f"test-app-{name}", [sys.executable, str(script), str(port), name],
+                               base / f"{name}.log", port=port)  # fmt: skip
+            started[name] = (f"127.0.0.1:{port}", proc)
+            procs.wait_http(f"http://127.0.0.1:{port}/health", proc, timeout=15)
+        yield started
+    finally:
+        for _, proc in started.values():
+            procs.stop(proc, timeout=5)
+
+
+@pytest.fixture
+def balancer(instances, state_dir):
+    cfg = lb_config(tuple(address for address, _ in instances.values()), state_dir)
+    instance = nginx.Nginx(state_dir)
+    instance.start(cfg)
+    try:
+        yield instance
+    finally:
+        instance.stop()
+
+
+def answered_by(port: int, **extra: str) -> str:
+    status, _, body = request(port, "POST", "/ask", json.dumps({"question": "who?", **extra}).encode())
+    assert status == 200, body
+    return json.loads(body)["name"]
+
+
+def test_the_balancer_spreads_requests_and_fails_over_a_dead_instance(instances, balancer):
+    port = balancer.config.listen_port
+    assert {answered_by(port) for _ in range(30)} == {"a", "b", "c"}
+    assert nginx.retried(balancer.access_log).empty  # every instance answered at the first try
+
+    # b is killed while it holds a POST nginx has sent: the request goes on to another instance.
+    crashed = instances["b"][0]
+    killed_at = time.time()
+    assert set(answered_by(port, crash="b") for _ in range(50)) == {"a", "c"}  # each asserts a 200
+    assert not procs.is_alive(instances["b"][1])
+    rows = nginx.retried(balancer.access_log)
+    assert len(rows) >= 1
+    assert_failed_over(rows, crashed)
+
+    # c is killed from outside between requests: connections to it are refused, and passed on as well.
+    dead, proc = instances["c"]
+    procs.stop(proc, sig=signal.SIGKILL, timeout=5)
+    assert [answered_by(port) for _ in range(50)] == ["a"] * 50
+    rows_now = nginx.retried(balancer.access_log)
+    assert len(rows_now) > len(rows)
+    assert_failed_over(rows_now[len(rows) :], dead)
+    assert len(nginx.retried(balancer.access_log, since=int(killed_at))) == len(rows_now)
+    assert nginx.retried(balancer.access_log, until=int(killed_at) - 3600).empty
+
+
+def assert_failed_over(rows, dead: str) -> None:
+    """Each row went to ``dead`` first, which did not answer (502), then to another instance, which did."""
+    for upstreams, statuses, status in zip(rows["upstreams"], rows["upstream_statuses"], rows["status"], strict=True):
+        assert len(upstreams) == 2 and upstreams[0] == dead and upstreams[1] != dead
+        assert statuses == [502, 200] and status == 200
+
+
+def test_a_balancer_naming_an_unknown_host_is_never_loaded(instances, balancer):
+    cfg, pid = balancer.config, balancer.proc.pid
+    digest, conf = running_digest(cfg), balancer.conf_path.read_text()
+    assert digest == nginxconf.rendered_digest(conf)
+    broken = replace(cfg, upstreams=(*cfg.upstreams[:2], "nosuchhost.invalid:80"))
+    with pytest.raises(nginxconf.NginxConfigError, match="host not found") as info:
+        balancer.reload(broken)
+    assert "nosuchhost.invalid" in str(info.value)
+    assert balancer.conf_path.read_text() == conf and not (cfg.state_dir / nginx.CONF_PREV).exists()
+    assert balancer.proc.pid == pid and balancer.config == cfg
+    assert running_digest(cfg) == digest  # the previous configuration still serves
+    assert {answered_by(cfg.listen_port) for _ in range(12)} == {"a", "b", "c"}
+
+
+def running_digest(cfg: nginx.CacheConfig) -> str | None:
+    status, headers, _ = request(cfg.listen_port, "GET", nginxconf.PING_PATH)
+    assert status == 200
+    return headers.get(nginxconf.CONFIG_HEADER.lower())
