@@ -186,6 +186,60 @@ class Monitor(_Strict):
     cost_users: int = Field(10, ge=1, description="users of the monitoring-cost steps")
 
 
+class Scale(_Strict):
+    """Phase 4: app instances under supervisord behind nginx's load balancer, PgBouncer between them and PostgreSQL."""
+
+    instances: int = Field(3, ge=1, le=16, description="app instances the phase leaves running (and fails over with)")
+    curve_instances: tuple[int, ...] = Field((1, 2, 3, 4), description="instance counts of the scaling curve")
+    curve_users: tuple[int, ...] = Field((10, 40, 80, 120), description="users of each scaling-curve step")
+    curve_step_s: float = Field(20.0, gt=0, description="how long each scaling-curve step runs")
+    curve_pgbouncer: bool = Field(True, description="measure each instance count through PgBouncer and without it")
+    capacity_users: tuple[int, ...] = Field((50, 100, 150, 200, 300, 400), description="the full stack's ladder from "
+                                            "empty caches with the Zipf mix, well past 200 users")  # fmt: skip
+    capacity_step_s: float = Field(30.0, gt=0, description="how long each step of that ladder runs")
+    failover_users: int = Field(30, ge=1, description="users of the failover and rolling-restart steps")
+    failover_step_s: float = Field(40.0, gt=0, description="how long the failover step runs (the kill is midway)")
+    generator_workers: int = Field(2, ge=0, le=16, description="Locust workers of Phase 4's load steps, so that the "
+                                   "load generator is not the limit")  # fmt: skip
+    pool_size: int = Field(40, ge=1, le=10_000, description="PgBouncer's server connections per database and role")
+    max_fails: int = Field(1, ge=1, le=100, description="failed attempts before nginx takes an instance out")
+    fail_timeout_s: int = Field(5, ge=1, le=3600, description="for how long nginx takes it out")
+    next_upstream_tries: int = Field(3, ge=1, le=20, description="how many instances one request may be tried on")
+    instance_port: int = Field(0, ge=0, le=65000, description="the first instance's port, the next ones follow "
+                               "(0: free ports)")  # fmt: skip
+    balancer_port: int = Field(0, ge=0, le=65535, description="the load balancer's port (0: a free port)")
+    pgbouncer_port: int = Field(0, ge=0, le=65535, description="PgBouncer's port (0: a free port)")
+    state_dir: Path | None = Field(None, description="where Phase 4 keeps its files (default: in the lab's directory, "
+                                   "else ~/.local/state/ragperf/scale)")  # fmt: skip
+    instance_addresses: tuple[str, ...] = Field((), description="a deployment's instances as host:port, on one host "
+                                                "or several (the lab's are started here)")  # fmt: skip
+    app_command: str | None = Field(None, description="a deployment's command that runs one instance in the "
+                                    "foreground, with {port} where its port goes (the lab knows its own)")  # fmt: skip
+
+    @model_validator(mode="after")
+    def _counts(self) -> Scale:
+        for key in ("curve_instances", "curve_users", "capacity_users"):
+            values = list(getattr(self, key))
+            if not values or values != sorted(set(values)) or values[0] < 1:
+                raise ValueError(f"scale.{key} must be a non-empty, strictly increasing list of positive counts, "
+                                 f"got {values}")  # fmt: skip
+        if max(self.curve_instances) > 16:
+            raise ValueError(f"scale.curve_instances: at most 16 instances, got {max(self.curve_instances)}")
+        for address in self.instance_addresses:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                raise ValueError(f"scale.instance_addresses: {address!r} is not host:port (port 1-65535)")
+        example = "'/srv/rag/.venv/bin/uvicorn src.api.main:app --host 127.0.0.1 --port {port}'"
+        if self.app_command is not None and (
+            "{port}" not in self.app_command or not self.app_command.lstrip().startswith("/")
+        ):
+            raise ValueError(
+                "scale.app_command must start with the absolute path of the program (supervisord runs "
+                f"it without a shell) and hold {{port}}, where each instance's port goes, e.g. {example}"
+            )
+        return self
+
+
 class Criterion(_Strict):
     """One phase's success criteria: p95 and success rate at 10 users, and the users it must hold."""
 
@@ -219,6 +273,7 @@ class Params(_Strict):
     changes: Changes = Changes()
     cache: Cache = Cache()
     monitor: Monitor = Monitor()
+    scale: Scale = Scale()
     criteria: Criteria = Criteria()
 
     def criteria_of(self, phase: str) -> criteria.Slo:
@@ -390,7 +445,7 @@ def load(profile: str = "smoke", target: str = "lab", files: Iterable[str | Path
 
 # --- what can be checked before a run starts --------------------------------------------------
 
-DATABASE_PHASES = frozenset({"phase1", "phase3"})  # phases that read and change the database
+DATABASE_PHASES = frozenset({"phase1", "phase3", "phase4"})  # phases that read and change the database
 TUNING_PHASES = frozenset({"phase1"})  # phases that set the app's role settings or restart PostgreSQL
 """Phases that read and change the target's database (pg_settings, indexes, role settings)."""
 
@@ -483,7 +538,12 @@ def _log_file_problem(path: Path) -> str | None:
 
 
 def _state_dir(phases: Sequence[str], p: Params) -> Iterator[str]:
-    for key, value in (("cache.state_dir", p.cache.state_dir), ("monitor.state_dir", p.monitor.state_dir)):
+    dirs = (
+        ("cache.state_dir", p.cache.state_dir),
+        ("monitor.state_dir", p.monitor.state_dir),
+        ("scale.state_dir", p.scale.state_dir),
+    )
+    for key, value in dirs:
         if value is not None and (problem := _state_dir_problem(Path(value).expanduser().absolute())):
             yield f"{key} {problem}: give a directory this user can create and write to"
 
@@ -499,6 +559,17 @@ def _state_dir_problem(path: Path) -> str | None:
     return f"{path} {problem}"
 
 
+def _scale_on_a_deployment(phases: Sequence[str], p: Params) -> Iterator[str]:
+    if p.target.kind != "deployment" or "phase4" not in phases or p.effective_mode() != "apply":
+        return
+    if not p.changes.allow_restart:
+        yield ("changes.allow_restart must be true to apply phase4 on a deployment: it moves the service's traffic "
+               "to new instances behind a load balancer (or set changes.mode: plan)")  # fmt: skip
+    if not p.scale.app_command:
+        yield ("scale.app_command is required to apply phase4 on a deployment: the command that runs one instance "
+               "of the app in the foreground, with {port} where its port goes")  # fmt: skip
+
+
 PREFLIGHT_CHECKS: tuple[Callable[[Sequence[str], Params], Iterator[str]], ...] = (
     _database_access,
     _dsn_syntax,
@@ -507,6 +578,7 @@ PREFLIGHT_CHECKS: tuple[Callable[[Sequence[str], Params], Iterator[str]], ...] =
     _app_role,
     _log_file,
     _state_dir,
+    _scale_on_a_deployment,
 )
 """Every check ``preflight`` makes; each yields its problems, naming the key and what is allowed."""
 

@@ -322,7 +322,13 @@ def test_preflight_asks_only_what_the_phases_need(tmp_path: Path):
     params.preflight(params.phases(), params.load("smoke", "lab"))  # the lab knows its own DSN
     params.preflight(params.phases(), params.load("smoke", "example-deployment"))
     restartable = {"changes": {"mode": "apply", "allow_restart": True, "app_role": "sakana"}}
+    with pytest.raises(ParamsError, match="scale.app_command is required to apply phase4 on a deployment"):
+        params.preflight(params.phases(), params.load("smoke", "example-deployment", [_file(tmp_path, restartable)]))
+    restartable["scale"] = {"app_command": "/srv/rag/.venv/bin/uvicorn src.api.main:app --port {port}"}
     params.preflight(params.phases(), params.load("smoke", "example-deployment", [_file(tmp_path, restartable)]))
+    for command in ("uvicorn src.api.main:app --port {port}", "/srv/rag/.venv/bin/uvicorn src.api.main:app"):
+        with pytest.raises(ParamsError, match="scale.app_command must start with the absolute path"):
+            params.load("smoke", "lab", [_file(tmp_path, {"scale": {"app_command": command}})])
 
 
 @pytest.mark.parametrize(
@@ -358,7 +364,7 @@ def test_a_log_file_that_cannot_be_replayed_is_refused_before_the_run(tmp_path: 
 def test_the_cli_checks_a_deployment_before_its_run_directory_exists(tmp_path: Path, monkeypatch, capsys):
     monkeypatch.setenv("RAGPERF_OUTPUTS", str(tmp_path / "outputs"))
     every = ", ".join(params.phases())
-    for phase, names, database in (("phase1", "phase1", "phase1"), ("all", every, "phase1, phase3")):
+    for phase, names, database in (("phase1", "phase1", "phase1"), ("all", every, "phase1, phase3, phase4")):
         assert cli.main(["run", phase, "--params", str(_deployment(tmp_path))]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"ragperf: cannot start {names}:\n") and "Traceback" not in err
