@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 PROFILES = ("smoke", "demo")
 SERVICES = ("postgres", "llm", "app")
 COLLECTION = labdb.COLLECTION  # the app's LangChain collection on the lab
+APP_MODULE = "ragperf_lab.legacy.app:app"  # the frozen app, as uvicorn loads it
 APP_ROLE = labdb.APP_ROLE  # the role the lab's app connects as
 JOURNALS = "journals.txt"  # the journals of the phases that worked on the lab, one path a line
 
@@ -191,7 +192,8 @@ def reset_tuning(lab_dir: Path | None = None) -> list[str]:
     lab_dir = lab_dir or default_lab_dir()
     with targetlock.held(targetlock.lab_target(lab_dir), command=targetlock.command_line()), _locked(lab_dir):
         state, creds = _running(lab_dir), credentials(lab_dir)
-        done = [f"stopped {name} (Phase 3)" for name in monitoring.stop_all(lab_dir / "monitor")]
+        done = [f"stopped {name} (Phase 4)" for name in _stop_scale_tier(lab_dir)]
+        done += [f"stopped {name} (Phase 3)" for name in monitoring.stop_all(lab_dir / "monitor")]
         done += [f"stopped {name} (Phase 2)" for name in _stop_cache_tier(lab_dir)]
         untuned, pending = labdb.untune(state.port("postgres"), creds)
         done += untuned
@@ -258,6 +260,18 @@ def _cache_tier(lab_dir: Path) -> CacheTierStatus:
         cache_addon=now.proxy.url if now.proxy else None,
         redis=now.redis.url if now.redis else None,
     )
+
+
+def _stop_scale_tier(lab_dir: Path) -> list[str]:
+    from ragperf.systems import scaletier
+
+    return scaletier.stop_all(lab_dir / "scale")
+
+
+def _scale_tier(lab_dir: Path) -> list[str]:
+    from ragperf.systems import scaletier
+
+    return [name for name, part in scaletier.status(lab_dir / "scale").items() if part["running"]]
 
 
 def _stop_cache_tier(lab_dir: Path) -> list[str]:
@@ -336,17 +350,38 @@ def _ensure_app(state: LabState, creds: labdb.Credentials, provider: Provider) -
     port = _port_for(state, "app")
     env = {
         **os.environ,
+        **app_environment(provider),
         "DATABASE_URL": labdb.dsn(state.port("postgres"), labdb.APP_ROLE, creds.app_password),
-        "OPENAI_BASE_URL": provider.base_url,
         "OPENAI_API_KEY": provider.api_key.get_secret_value(),
-        "COLLECTION_NAME": labdb.COLLECTION,
     }
-    argv = [sys.executable, "-m", "uvicorn", "ragperf_lab.legacy.app:app",
-            "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]  # fmt: skip
-    proc = procs.start("app", argv, state.lab_dir / "app.log", env=env, port=port)
+    proc = procs.start("app", app_argv(port), state.lab_dir / "app.log", env=env, port=port)
     procs.wait_http(f"http://127.0.0.1:{port}/health", proc)
     state.processes["app"] = proc
     state.save()
+
+
+def app_argv(port: int | str) -> list[str]:
+    """The command line that runs the frozen app on ``port`` (the lab's app, and each of Phase 4's instances)."""
+    return [sys.executable, "-m", "uvicorn", APP_MODULE, "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+
+
+def app_environment(provider: Provider) -> dict[str, str]:
+    """The app's environment but for its secrets (``DATABASE_URL`` with a password, ``OPENAI_API_KEY``)."""
+    return {"OPENAI_BASE_URL": provider.base_url, "COLLECTION_NAME": labdb.COLLECTION}
+
+
+def provider(lab_dir: Path | None = None) -> Provider:
+    """The LLM provider the lab's app is pointed at: a real one from the environment, else the running simulator.
+
+    Raises:
+        LabError: neither is configured nor runs.
+    """
+    if (external := external_provider()) is not None:
+        return external
+    state = LabState.load(lab_dir or default_lab_dir())
+    if not state.alive("llm") or not state.llm_base_url:
+        raise LabError("the lab's LLM simulator does not run: start the lab with `ragperf lab up`")
+    return Provider(state.llm_base_url)
 
 
 def _stop_service(state: LabState, name: str) -> bool:
@@ -365,7 +400,8 @@ def down(lab_dir: Path | None = None) -> list[str]:
         return []
     with _locked(lab_dir):
         state = LabState.load(lab_dir)
-        return (monitoring.stop_all(lab_dir / "monitor") + _stop_cache_tier(lab_dir)
+        return (_stop_scale_tier(lab_dir) + monitoring.stop_all(lab_dir / "monitor")
+                + _stop_cache_tier(lab_dir)
                 + [name for name in reversed(SERVICES) if _stop_service(state, name)])  # fmt: skip
 
 
@@ -416,6 +452,7 @@ class LabStatus(TypedDict):
     corpus: dict[str, Any]
     cache_tier: CacheTierStatus
     monitoring: MonitoringStatus
+    scale: list[str]  # Phase 4's parts running from the lab's directory
     postgres: dict[str, str] | None
     checked_at: str
 
@@ -442,6 +479,7 @@ def status(lab_dir: Path | None = None) -> LabStatus:
         "corpus": state.corpus,
         "cache_tier": _cache_tier(lab_dir),
         "monitoring": _monitoring(lab_dir),
+        "scale": _scale_tier(lab_dir),
         "postgres": pginstall.installed(),
         "checked_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

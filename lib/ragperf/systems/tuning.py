@@ -21,7 +21,7 @@ import logging
 from ragperf.core.changes import Applier
 from ragperf.core.params import Params
 from ragperf.core.target import Target
-from ragperf.systems import cacheproxy, hosttune, nginx, rediscache
+from ragperf.systems import cacheproxy, hosttune, nginx, pgbouncer, rediscache, supervisor
 from ragperf.systems.monitoring import alertmanager, alertsink, exporters, healthmon, mtail, pgexporter, prometheus
 from ragperf.systems.postgres import access, indexbuild, indexes, pgmonitor, pgsettings, pgvalues, roles
 
@@ -38,7 +38,8 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
     """One applier per change kind, allowed what this target and these parameters allow.
 
     The database's kinds need the target's DSN and are left out without one; the caching tier's kinds
-    (Phase 2) and the monitoring's (Phase 3) run processes of ragperf's own and need nothing of the target.
+    (Phase 2), the monitoring's (Phase 3) and the scaling tier's (Phase 4) run processes of ragperf's own and need
+    nothing of the target.
     """
     kinds: dict[str, Applier] = {
         rediscache.KIND: rediscache.RedisApplier(),
@@ -52,6 +53,8 @@ def appliers(target: Target, params: Params, *, progress: bool = True) -> dict[s
         alertmanager.KIND: alertmanager.AlertmanagerApplier(),
         prometheus.KIND: prometheus.PrometheusApplier(),
         healthmon.KIND: healthmon.HealthMonApplier(),
+        supervisor.KIND: supervisor.SupervisorApplier(),
+        pgbouncer.KIND: pgbouncer.PgBouncerApplier(),
     }
     if not target.admin_dsn:
         return kinds
