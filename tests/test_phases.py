@@ -1,9 +1,11 @@
-"""Phases 1 to 3 end to end on the lab, in one ``ragperf run all`` (as ``make demo`` runs them).
+"""Phases 0 to 4 end to end on the lab, in one ``ragperf run all`` (as ``make demo`` runs them).
 
 Phase 1: applied, measured twice, compared, rolled back; planned only on a deployment. Phase 2: the caching
 tier started, checked, measured layer by layer, Redis stopped mid-test, rolled back. Phase 3: the monitoring
 started, every target up and every panel with data, the fault drill's alert end to end, no password anywhere,
-rolled back. Rollbacks run newest phase first, as they would be undone.
+rolled back. Phase 4: instances under supervisord behind the balancer and PgBouncer, the scaling curve, an instance
+killed mid-step with no failed request, the final verdict, planned on a deployment of several hosts, rolled back.
+Rollbacks run newest phase first, as they would be undone.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import yaml
 from ragperf import lab, runs
 from ragperf.core import procs
 from ragperf.measure import metrics
-from ragperf.systems import cachetier
+from ragperf.systems import cachetier, scaletier, supervisor
 from ragperf.systems.monitoring import stack
 from ragperf.systems.postgres import appsearch, indexes, pgmonitor, pgsettings, roles
 
@@ -54,7 +56,7 @@ def _embedding_type(conn: psycopg.Connection) -> str:
 
 @pytest.fixture(scope="module")
 def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
-    """``ragperf run all`` (phase0 to phase3) on the smoke lab; pg_settings as the test saw them before."""
+    """``ragperf run all`` (phase0 to phase4) on the smoke lab; pg_settings as the test saw them before."""
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
         before = pgsettings.settings_snapshot(conn)
@@ -62,6 +64,108 @@ def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id), before  # open_run: only in this process's outputs/
+
+
+def test_phase4_scales_out_fails_over_without_a_failed_request_and_gives_the_final_verdict(tuned, lab_dir):
+    run, _ = tuned
+    out = run.path / "phase4"
+    result = metrics.read_metrics_json(out / "metrics.json")
+    assert all(check["passed"] for check in result["scale"]["checks"]), result["scale"]["checks"]
+    steps = pd.DataFrame(result["scaling"]["steps"])
+    assert set(steps["instances"]) == {1, 2} and set(steps["pgbouncer"]) == {True, False}
+    assert (steps["requests"] > 0).all() and steps["generator_cpu_pct"].notna().all()
+    assert steps["instances_cpu"].notna().all() and steps["pg_backends_max"].notna().all()
+    pooling = result["scaling"]["pgbouncer"]
+    assert {row["connection"] for row in pooling["connection_setup"]} == {"through PgBouncer", "direct"}
+    assert pooling["pooled"]["p95_s"] > 0 and pooling["direct"]["p95_s"] > 0
+    failover = result["failover"]
+    assert failover["instances"] == 3 and failover["requests"] > 50
+    assert failover["failed"] == 0 and failover["success_rate"] == 100.0, failover
+    assert failover["recovered_s"] > 0 and failover["requests_retried"] >= 1
+    assert failover["rolling_failed"] == 0 and len(failover["rolling_restarts"]) == 3
+    assert all(r["new_pid"] != r["old_pid"] for r in failover["rolling_restarts"])
+    capacity = result["capacity"]
+    assert [s["users"] for s in capacity["steps"]] == [20, 60] and all(s["miss_pct"] > 0 for s in capacity["steps"])
+    final = result["final_verdict"]
+    assert set(final["sources"]) == {"phase0", "phase1", "phase2", "phase3", "phase4"}
+    assert all(ref.startswith(run.id) for ref in final["sources"].values())
+    assert len(final["metrics"]) == 7 and len(final["expected_impact"]) == 4
+    assert {row["phase"] for row in final["misses"]} >= {"phase0", "phase4"}
+    for name in ("topology.png", "scaling_curve.png", "failover.png", "scale/balancer-nginx.conf",
+                 "scale/pgbouncer.ini", "scale/supervisord.conf"):  # fmt: skip
+        assert (out / name).stat().st_size > 0, name
+    conf = (out / "scale" / "balancer-nginx.conf").read_text()
+    assert "zone ragperf_app" in conf and "non_idempotent" in conf and "least_conn" in conf
+    nb = json.loads((run.path / "phase4.ipynb").read_text())
+    assert not [o for c in nb["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    text = json.dumps(nb)
+    assert "The plan's final verdict" in text and "ragperf rollback phase4 --run" in text
+    # what runs after the phase: three instances under supervisord, the add-on sending its misses to the balancer
+    base = lab_dir / "scale"
+    programs = supervisor.Supervisor(base / "instances").processes()
+    assert len(programs) == 3 and all(p["state"] == "RUNNING" for p in programs)
+    assert cachetier.running(lab_dir / "cache").proxy.upstream == scaletier.running(base).balancer.url
+    # the app role's password is only in the instances' 0600 passfile; PgBouncer's file holds its verifier
+    secrets = list(json.loads((lab_dir / "secrets.json").read_text()).values())
+    listing = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    texts = {"ps": listing, **{str(f): f.read_text(errors="replace") for f in base.rglob("*")
+                               if f.is_file() and f.parent.name != "secrets" and f.suffix != ".sock"}}  # fmt: skip
+    assert not [where for where, text in texts.items() for secret in secrets if secret in text]
+    for path in (base / "secrets" / scaletier.PASSFILE, base / "pgbouncer" / "userlist.txt"):
+        assert oct(path.stat().st_mode & 0o777) == "0o600", path
+
+
+def test_on_a_deployment_of_several_hosts_phase4_renders_every_file_and_starts_nothing(tuned, env, lab_dir, tmp_path):
+    info = lab.status(lab_dir)
+    state = tmp_path / "scale"
+    deployment = {
+        "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"]},
+        "changes": {"app_role": "rag_app"},
+        "scale": {"state_dir": str(state), "instance_addresses": ["10.0.0.5:8000", "10.0.0.5:8001", "10.0.0.6:8000"],
+                  "app_command": "/srv/rag/.venv/bin/uvicorn src.api.main:app --host 0.0.0.0 --port {port}"},
+    }  # fmt: skip
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
+    output = tmp_path / "phase4.ipynb"
+    done = subprocess.run(
+        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase4_scaling.ipynb"), str(output),
+         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
+        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = output.read_text()
+    assert "Mode: plan" in text and "on 10.0.0.5" in text and "on 10.0.0.6" in text
+    assert not any(part["running"] for part in scaletier.status(state).values())
+    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase4").exists()]
+    rendered = second / "phase4" / "scale"
+    conf = (rendered / "balancer-nginx.conf").read_text()
+    assert all(f"server {a} max_fails=" in conf for a in deployment["scale"]["instance_addresses"])
+    five = (rendered / "supervisord-10.0.0.5.conf").read_text()
+    assert "[program:app-1]" in five and "[program:app-2]" in five and "--port 8001" in five
+    assert "auth_type = scram-sha-256" in (rendered / "pgbouncer.ini").read_text()
+    assert not (second / "phase4" / "journal.jsonl").exists()
+
+
+def test_rollback_phase4_stops_every_instance_the_balancer_and_the_pooler_and_the_app_serves_as_before(
+    tuned, env, ragperf, lab_dir
+):
+    run, _ = tuned
+    base = lab_dir / "scale"
+    sup = supervisor.Supervisor(base / "instances")
+    pids = [p["pid"] for p in sup.processes()] + [s["pid"] for s in scaletier.status(base).values() if s["running"]]
+    assert len(pids) == 6 and all(pids)
+    done = ragperf(env, "rollback", "phase4", "--run", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert not any(part["running"] for part in scaletier.status(base).values())
+    assert not any(procs.start_ticks(pid) for pid in pids)
+    assert not (base / "secrets").exists()
+    info = lab.status(lab_dir)
+    assert cachetier.running(lab_dir / "cache").proxy.upstream == info["app_url"]
+    assert httpx.get(f"{info['app_url']}/health", timeout=10).status_code == 200
+    entry = cachetier.running(lab_dir / "cache").nginx.url
+    answer = httpx.post(f"{entry}/ask", json={"question": "Hồ sơ dự thầu gồm những gì?", "mode": "fast"}, timeout=60)
+    assert answer.status_code == 200
 
 
 def test_phase3_monitors_every_layer_and_proves_its_slo_alert_end_to_end(tuned, lab_dir):
