@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 PHASE = "phase4"
 CONNECT_SAMPLES = 50  # connections timed through PgBouncer and direct
 CAPACITY_DRAWS = 20_000  # the Zipf stream of the capacity ladder: more than any step asks
+PLACEHOLDER_COMMAND = "/path/to/the/app --port {port}"  # what a deployment's plan shows without scale.app_command
 
 
 # --- the target and the plan ----------------------------------------------------------------------
@@ -57,8 +58,7 @@ def app(ctx: PhaseContext) -> scaletier.App:
         provider = lab.provider(ctx.target.lab_dir)
         return scaletier.App(tuple(lab.app_argv("{port}")), tuple(sorted(lab.app_environment(provider).items())),
                              api_key=bool(provider.api_key.get_secret_value()))  # fmt: skip
-    command = ctx.params.scale.app_command or "<scale.app_command> --port {port}"
-    return scaletier.app_of_command(command)
+    return scaletier.app_of_command(ctx.params.scale.app_command or PLACEHOLDER_COMMAND)
 
 
 def database(ctx: PhaseContext) -> scaletier.Database:
@@ -113,7 +113,8 @@ def plan_text(ctx: PhaseContext, tier: scaletier.Tier, planned: Sequence[Change]
         lines.append(f"- **on {host}**: {len(config.programs)} instance(s) under supervisord "
                      f"(`supervisord-{host}.conf`, ports {', '.join(str(p.port) for p in config.programs)}), each "
                      f"`{' '.join(config.programs[0].argv)}`, and PgBouncer on that host's loopback "
-                     "(`pgbouncer.ini`): to be installed there, nothing is started on it from here.")  # fmt: skip
+                     "(`pgbouncer.ini`): to be installed there (the files' paths are this machine's: adapt them); "
+                     "nothing is started on it from here.")  # fmt: skip
     lines.append(f"- **the load balancer** (nginx) on {tier.balancer.url}: least_conn over "
                  f"{len(tier.balancer.upstreams)} instances with a shared zone, passive health checks, and a failed "
                  "request retried on another instance (POST too: /ask is read-only).")  # fmt: skip
@@ -558,8 +559,11 @@ def failover(ctx: PhaseContext, tier: scaletier.Tier, entry: str, items: Sequenc
     def kill() -> None:
         time.sleep(s.failover_step_s / 2)
         marks["at"] = time.time()
-        marks["pid"] = server.kill(victim)
-        marks["recovered_s"] = server.wait_serving(victim, not_pid=marks["pid"])
+        try:
+            marks["pid"] = server.kill(victim)
+            marks["recovered_s"] = server.wait_serving(victim, not_pid=marks["pid"])
+        except Exception as exc:  # said once the step is over
+            marks["error"] = exc
 
     out = ctx.dir("failover")
     thread = threading.Thread(target=kill, name="failover-kill", daemon=True)
@@ -570,18 +574,23 @@ def failover(ctx: PhaseContext, tier: scaletier.Tier, entry: str, items: Sequenc
                                     cycle=False)  # fmt: skip
     finally:
         thread.join()
+    if "error" in marks:
+        raise RuntimeError(f"failover: {victim} was not killed and back: {marks['error']}") from marks["error"]
     start = float(result.records["start"].min()) if len(result.records) else marks["at"]
     retried = nginx.retried(tier.balancer.state_dir / "access.log", since=start - 1)
     restarts: list[dict[str, Any]] = []
 
     def roll() -> None:
         time.sleep(min(5.0, s.failover_step_s / 6))
-        for program in tier.instances.programs:
-            before = server.pid_of(program.name)
-            seconds = server.restart_program(program.name)
-            restarts.append({"instance": program.name, "old_pid": before, "new_pid": server.pid_of(program.name),
-                             "serving_after_s": seconds})  # fmt: skip
-            time.sleep(1.0)
+        try:
+            for program in tier.instances.programs:
+                before = server.pid_of(program.name)
+                seconds = server.restart_program(program.name)
+                restarts.append({"instance": program.name, "old_pid": before, "new_pid": server.pid_of(program.name),
+                                 "serving_after_s": seconds})  # fmt: skip
+                time.sleep(1.0)
+        except Exception as exc:  # said once the step is over
+            marks["error"] = exc
 
     roller = threading.Thread(target=roll, name="rolling-restart", daemon=True)
     roller.start()
@@ -591,6 +600,8 @@ def failover(ctx: PhaseContext, tier: scaletier.Tier, entry: str, items: Sequenc
                                      scenario="failover_rolling", cycle=False)  # fmt: skip
     finally:
         roller.join()
+    if "error" in marks:
+        raise RuntimeError(f"rolling restart: {marks['error']}") from marks["error"]
     return Failover(
         result,
         len(tier.instances.programs),
