@@ -155,9 +155,12 @@ def test_rollback_phase4_stops_every_instance_the_balancer_and_the_pooler_and_th
     sup = supervisor.Supervisor(base / "instances")
     pids = [p["pid"] for p in sup.processes()] + [s["pid"] for s in scaletier.status(base).values() if s["running"]]
     assert len(pids) == 6 and all(pids)
+    shown = ragperf(env, "scale", "status")
+    assert shown.returncode == 0 and "app-3" in shown.stdout and "RUNNING" in shown.stdout, shown.stdout
     done = ragperf(env, "rollback", "phase4", "--run", run.id)
     assert done.returncode == 0, done.stdout + done.stderr
     assert not any(part["running"] for part in scaletier.status(base).values())
+    assert ragperf(env, "scale", "status").returncode == 3
     assert not any(procs.start_ticks(pid) for pid in pids)
     assert not (base / "secrets").exists()
     info = lab.status(lab_dir)

@@ -149,6 +149,23 @@ def _cmd_monitor_status(args: argparse.Namespace) -> int:
     return 0 if any(part["running"] for part in status.values()) else 3
 
 
+def _cmd_scale_status(args: argparse.Namespace) -> int:
+    from ragperf.systems import scaletier
+
+    base = Path(args.dir).absolute() if args.dir else lab.default_lab_dir() / "scale"
+    status = scaletier.status(base)
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+    else:
+        print(f"Phase 4's tier kept in {base}")
+        for name, part in status.items():
+            port = f"  port {part['port']}" if part["port"] else ""
+            print(f"  {name:10} " + (f"pid {part['pid']:>7}{port}" if part["running"] else "not running"))
+        for program in status["instances"].get("programs") or []:
+            print(f"    {program['name']:8} {program['state']:9} pid {program['pid']:>7}  port {program['port']}")
+    return 0 if any(part["running"] for part in status.values()) else 3
+
+
 def _print_status(info: dict, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(info, indent=2, ensure_ascii=False))
@@ -166,6 +183,8 @@ def _print_status(info: dict, *, as_json: bool) -> None:
     monitoring = info.get("monitoring") or {}
     if monitoring.get("running"):
         print(f"  monitor  Prometheus {monitoring['prometheus']}; running: {', '.join(monitoring['running'])}")
+    if info.get("scale"):
+        print(f"  scale    Phase 4 running: {', '.join(info['scale'])} (ragperf scale status)")
     if info["corpus"]:
         c = info["corpus"]
         print(
@@ -224,6 +243,12 @@ def build_parser() -> argparse.ArgumentParser:
     monitor_status.add_argument("--dir", help="the monitoring's state directory (default: the lab's)")
     monitor_status.add_argument("--json", action="store_true", help="as JSON")
     monitor_status.set_defaults(func=_cmd_monitor_status)
+    scale = sub.add_parser("scale", help="Phase 4's tier (app instances, load balancer, PgBouncer)")
+    scale_sub = scale.add_subparsers(dest="scale_command", required=True)
+    scale_status = scale_sub.add_parser("status", help="what of Phase 4's tier runs (exit 3 when nothing)")
+    scale_status.add_argument("--dir", help="the tier's state directory (default: the lab's)")
+    scale_status.add_argument("--json", action="store_true", help="as JSON")
+    scale_status.set_defaults(func=_cmd_scale_status)
 
     run = sub.add_parser("run", help="execute a phase notebook (or all) with papermill into a run directory")
     run.add_argument("phase", help="phase0, phase1 ... or all")

@@ -161,14 +161,17 @@ def start(ctx: PhaseContext, tier: scaletier.Tier, appliers: Mapping[str, Any], 
     """Write the credentials' files, then apply the plan to ``tier``; a failure rolls back what was applied."""
     password, verifier, api_key = credentials(ctx, tier)
     scaletier.write_secrets(tier, password=password, verifier=verifier, api_key=api_key)
+    become(ctx, tier, appliers, journal)
+
+
+def become(ctx: PhaseContext, tier: scaletier.Tier, appliers: Mapping[str, Any], journal: changes.Journal) -> None:
+    """Take the running tier to ``tier``, journaled (so that rollback undoes it too); a failure rolls back."""
     changes.apply(changes.groups(plan(ctx, tier), appliers), journal)
 
 
-def become(ctx: PhaseContext, tier: scaletier.Tier, appliers: Mapping[str, Any], journal: changes.Journal) -> list[str]:
-    """Take the running tier to ``tier`` (journaled, so that rollback undoes it too); what changed, in words."""
-    planned = plan(ctx, tier)
-    changes.apply(changes.groups(planned, appliers), journal)
-    return [c.reason for c in planned]
+def served_by(entries: pd.DataFrame) -> pd.Series:
+    """The instance that answered each request of the balancer's access log (the last one nginx tried)."""
+    return entries["upstreams"].map(lambda tried: tried[-1] if tried else "")
 
 
 def entrypoint(ctx: PhaseContext, tier: scaletier.Tier) -> str:
@@ -187,9 +190,7 @@ def checks(tier: scaletier.Tier, requests: int = 60) -> pd.DataFrame:
     since = time.time()
     with httpx.Client(base_url=tier.url, timeout=30, trust_env=False) as client:
         codes = [client.get("/health").status_code for _ in range(requests)]
-    served = nginx.entries(log_path, since=since - 1)
-    last = served["upstreams"].map(lambda ups: ups[-1] if ups else "") if len(served) else pd.Series(dtype=str)
-    spread = last.value_counts()
+    spread = served_by(nginx.entries(log_path, since=since - 1)).value_counts()
     rows = [
         ("every instance runs under supervisord", bool(serving) and all(p["state"] == "RUNNING" for p in serving),
          ", ".join(f"{p['name']} pid {p['pid']}" for p in serving) or "no instance here"),
@@ -268,11 +269,8 @@ def spread(tier: scaletier.Tier, measurement: phase.Measurement) -> dict[str, in
     if records.empty:
         return {}
     start, end = float(records["start"].min()), float((records["start"] + records["latency_s"]).max())
-    served = nginx.entries(tier.balancer.state_dir / "access.log", since=start - 1, until=end + 1)
-    if served.empty:
-        return {}
-    last = served["upstreams"].map(lambda ups: ups[-1] if ups else "")
-    return {str(k): int(v) for k, v in last.value_counts().sort_index().items() if k}
+    served = served_by(nginx.entries(tier.balancer.state_dir / "access.log", since=start - 1, until=end + 1))
+    return {str(k): int(v) for k, v in served.value_counts().sort_index().items() if k}
 
 
 def step_row(result: LoadResult, sampled: Mapping[str, float]) -> dict[str, Any]:
