@@ -52,6 +52,17 @@ class Config:
         return cls(**data)
 
 
+def config_diff(current: Config, desired: Config) -> dict[str, list[Any]]:
+    """The fields whose values differ, each as ``[old, new]`` JSON values."""
+    before, after = current.to_dict(), desired.to_dict()
+    return {k: [before.get(k), v] for k, v in after.items() if before.get(k) != v}
+
+
+def diff_text(diff: Mapping[str, Sequence[Any]]) -> str:
+    """A :func:`config_diff` in words: ``field old -> new, ...``."""
+    return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
+
+
 def check_int(name: str, value: object, low: int, high: int) -> None:
     """ValueError naming ``name`` unless ``value`` is a whole number from ``low`` to ``high`` (not a bool)."""
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -76,6 +87,17 @@ class Change:
     restart: bool = False
     host: bool = False
     details: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of_config(
+        cls, kind: str, name: str, current: Config | None, desired: Config | None, reason: str,
+        details: Mapping[str, Any],
+    ) -> Change:  # fmt: skip
+        """The change of a server ragperf runs from configuration ``current`` to ``desired`` (None: not running),
+        each kept as JSON values (:meth:`Config.to_dict`): ragperf's own process, never a restart of the target."""
+        before = None if current is None else current.to_dict()
+        after = None if desired is None else desired.to_dict()
+        return cls(kind=kind, name=name, before=before, after=after, reason=reason, details=dict(details))
 
     @property
     def key(self) -> str:

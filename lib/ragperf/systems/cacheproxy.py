@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 from ragperf.systems import cacheapp, cachekeys
 from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS, check_buckets, format_buckets
 
@@ -208,7 +208,6 @@ def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
     """The change that takes the add-on from ``current`` (None: not running) to ``desired``; none when equal."""
     if current == desired:
         return []
-    after = desired.to_dict()
     if current is None:
         reason = (
             f"start the cache add-on on {desired.url} in front of {desired.upstream}, sharing answers through "
@@ -216,28 +215,14 @@ def plan(current: ProxyConfig | None, desired: ProxyConfig) -> list[Change]:
         )
         details: dict[str, Any] = {"action": "start", "url": desired.url}
     else:
-        before = current.to_dict()
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
-        reason = (
-            "restart the cache add-on: "
-            + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
-            + (
-                " (a new key version starts from an empty cache)"
-                if "key_version" in diff
-                else " (the answers in Redis stay; its counters start from zero)"
-            )
+        diff = config_diff(current, desired)
+        reason = f"restart the cache add-on: {diff_text(diff)}" + (
+            " (a new key version starts from an empty cache)"
+            if "key_version" in diff
+            else " (the answers in Redis stay; its counters start from zero)"
         )
         details = {"action": "restart", "url": desired.url, "diff": diff}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=after,
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class ProxyApplier(procs.ServerApplier):

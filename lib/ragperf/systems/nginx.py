@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int
+from ragperf.core.changes import Change, ChangeError, Config, StateApplier, check_int, config_diff, diff_text
 from ragperf.systems import nginxconf
 from ragperf.systems.nginxconf import NGINX_BIN, NginxError
 
@@ -513,20 +513,10 @@ def plan(current: CacheConfig | None, desired: CacheConfig, *, name: str = CHANG
         reason = f"start a {'caching ' if desired.cache_enabled else ''}nginx on port {desired.listen_port}"
         details: dict[str, Any] = {"action": "start"}
     else:
-        before, after = current.to_dict(), desired.to_dict()
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
-        reason = "reload nginx: " + ", ".join(f"{k} {v[0]} -> {v[1]}" for k, v in diff.items())
+        diff = config_diff(current, desired)
+        reason = f"reload nginx: {diff_text(diff)}"
         details = {"action": "reload", "diff": diff}
-    return [
-        Change(
-            kind=KIND,
-            name=name,
-            before=current.to_dict() if current is not None else None,
-            after=desired.to_dict(),
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, name, current, desired, reason, details)]
 
 
 class NginxApplier(StateApplier):

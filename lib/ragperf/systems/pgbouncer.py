@@ -49,7 +49,7 @@ import psycopg
 from psycopg import conninfo
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 
 if TYPE_CHECKING:  # pandas is imported where a table is made
     import pandas as pd
@@ -542,24 +542,10 @@ def plan(current: PgBouncerConfig | None, desired: PgBouncerConfig | None) -> li
         )
         details = {"action": "start", "url": desired.url}
     else:
-        before, after = current.to_dict(), desired.to_dict()
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
-        reason = (
-            "restart PgBouncer: "
-            + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
-            + " (its clients lose their connections and reconnect)"
-        )
+        diff = config_diff(current, desired)
+        reason = f"restart PgBouncer: {diff_text(diff)} (its clients lose their connections and reconnect)"
         details = {"action": "restart", "url": desired.url, "diff": diff}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=None if desired is None else desired.to_dict(),
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class PgBouncerApplier(procs.ServerApplier):

@@ -206,16 +206,7 @@ def plan(current: RedisConfig | None, desired: RedisConfig) -> list[Change]:
         )
     else:
         reason = "change the cache's Redis settings (a restart: the cache starts empty unless persisted)"
-    return [
-        Change(
-            kind=KIND,
-            name=NAME,
-            before=None if current is None else current.to_dict(),
-            after=desired.to_dict(),
-            reason=reason,
-            details={"url": desired.url},
-        )
-    ]
+    return [Change.of_config(KIND, NAME, current, desired, reason, {"url": desired.url})]
 
 
 class RedisApplier:

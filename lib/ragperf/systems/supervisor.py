@@ -902,17 +902,7 @@ def plan(current: SupervisorConfig | None, desired: SupervisorConfig | None) -> 
         diff = _diff(current, desired)
         reason = f"restart supervisord and every instance: {_describe(diff)}"
         details = {"action": "restart", "addresses": list(desired.addresses), "diff": diff}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=None if desired is None else desired.to_dict(),
-            reason=reason,
-            restart=False,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class SupervisorApplier(procs.ServerApplier):

@@ -41,7 +41,7 @@ import pandas as pd
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 from ragperf.systems.monitoring.alertsink import check_dir, check_loopback
 
 log = logging.getLogger(__name__)
@@ -375,8 +375,6 @@ def plan(current: AlertmanagerConfig | None, desired: AlertmanagerConfig | None)
     """The change that takes Alertmanager from ``current`` to ``desired`` (None: not running); none if equal."""
     if current == desired:
         return []
-    before = None if current is None else current.to_dict()
-    after = None if desired is None else desired.to_dict()
     if desired is None:
         reason = "stop our Alertmanager and remove its files (configuration, record, log, data/)"
         details: dict[str, Any] = {"action": "stop"}
@@ -388,14 +386,13 @@ def plan(current: AlertmanagerConfig | None, desired: AlertmanagerConfig | None)
         )
         details = {"action": "start", "url": desired.url}
     else:
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}  # type: ignore[index]
+        diff = config_diff(current, desired)
         reason = (
-            "restart Alertmanager: "
-            + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
-            + " (the alerts it holds are dropped; Prometheus sends the firing ones again)"
+            f"restart Alertmanager: {diff_text(diff)} (the alerts it holds are dropped; Prometheus sends the firing "
+            "ones again)"
         )
         details = {"action": "restart", "url": desired.url, "diff": diff}
-    return [Change(kind=KIND, name=CHANGE_NAME, before=before, after=after, reason=reason, details=details)]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class AlertmanagerApplier(procs.ServerApplier):

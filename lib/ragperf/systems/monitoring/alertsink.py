@@ -46,7 +46,7 @@ import httpx
 import pandas as pd
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 
 log = logging.getLogger("ragperf.systems.monitoring.alertsink")  # not "__main__" when run with -m
 
@@ -483,8 +483,6 @@ def plan(current: SinkConfig | None, desired: SinkConfig | None) -> list[Change]
     """The change that takes the sink from ``current`` to ``desired`` (None: not running); none when equal."""
     if current == desired:
         return []
-    before = None if current is None else current.to_dict()
-    after = None if desired is None else desired.to_dict()
     if desired is None:
         reason = "stop the alert sink (the notifications it wrote stay in the run directory)"
         details: dict[str, Any] = {"action": "stop"}
@@ -495,10 +493,10 @@ def plan(current: SinkConfig | None, desired: SinkConfig | None) -> list[Change]
         )
         details = {"action": "start", "webhook_url": desired.webhook_url}
     else:
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}  # type: ignore[index]
-        reason = "restart the alert sink: " + ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
+        diff = config_diff(current, desired)
+        reason = f"restart the alert sink: {diff_text(diff)}"
         details = {"action": "restart", "webhook_url": desired.webhook_url, "diff": diff}
-    return [Change(kind=KIND, name=CHANGE_NAME, before=before, after=after, reason=reason, details=details)]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class SinkApplier(procs.ServerApplier):

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 
 log = logging.getLogger(__name__)
 
@@ -323,19 +323,9 @@ def plan(current: ExporterConfig | None, desired: ExporterConfig) -> list[Change
     if current is None:
         reason = f"start the {desired.which} exporter on {desired.metrics_url}{target}, for Prometheus to scrape"
     else:
-        before, after = current.to_dict(), desired.to_dict()
-        diff = ", ".join(f"{k} {before[k]} -> {after[k]}" for k in after if before[k] != after[k])
-        reason = f"restart the {desired.which} exporter: {diff}"
-    return [
-        Change(
-            kind=KIND,
-            name=desired.which,
-            before=None if current is None else current.to_dict(),
-            after=desired.to_dict(),
-            reason=reason,
-            details={"url": desired.metrics_url, "scrape_address": desired.scrape_address},
-        )
-    ]
+        reason = f"restart the {desired.which} exporter: {diff_text(config_diff(current, desired))}"
+    details = {"url": desired.metrics_url, "scrape_address": desired.scrape_address}
+    return [Change.of_config(KIND, desired.which, current, desired, reason, details)]
 
 
 class ExporterApplier(procs.ServerApplier):

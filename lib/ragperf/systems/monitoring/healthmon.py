@@ -713,16 +713,7 @@ def plan(current: HealthMonConfig | None, desired: HealthMonConfig | None) -> li
         if current is not None:
             reason += " (the new run replaces the samples file)"
         details = {"action": what, "url": desired.url, "out": str(desired.out_path)}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=None if desired is None else desired.to_dict(),
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class HealthMonApplier(procs.ServerApplier):

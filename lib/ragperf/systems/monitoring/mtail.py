@@ -252,16 +252,7 @@ def plan(current: MtailConfig | None, desired: MtailConfig | None) -> list[Chang
         if current is not None:
             reason += " (its counters start from zero)"
         details = {"action": what, "url": desired.url}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=None if desired is None else desired.to_dict(),
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class MtailApplier(procs.ServerApplier):

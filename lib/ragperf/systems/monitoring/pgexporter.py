@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
 from ragperf.systems.monitoring.exporters import check_loopback, check_state_dir, samples, scrape
 
 log = logging.getLogger(__name__)
@@ -472,19 +472,9 @@ def plan(current: PgExporterConfig | None, desired: PgExporterConfig) -> list[Ch
             f"{major(desired.server_version_num)} (its bgwriter collector off: it fails on 17+)"
         )
     else:
-        before, after = current.to_dict(), desired.to_dict()
-        diff = ", ".join(f"{k} {before[k]} -> {after[k]}" for k in after if before[k] != after[k])
-        reason = f"restart postgres_exporter: {diff}"
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=desired.to_dict(),
-            reason=reason,
-            details={"url": desired.metrics_url, "scrape_address": desired.scrape_address},
-        )
-    ]
+        reason = f"restart postgres_exporter: {diff_text(config_diff(current, desired))}"
+    details = {"url": desired.metrics_url, "scrape_address": desired.scrape_address}
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class PgExporterApplier(procs.ServerApplier):

@@ -36,7 +36,7 @@ import pandas as pd
 import yaml
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int
+from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff
 
 log = logging.getLogger(__name__)
 
@@ -754,7 +754,6 @@ def plan(current: PrometheusConfig | None, desired: PrometheusConfig) -> list[Ch
     """The change that takes Prometheus from ``current`` (None: not running) to ``desired``; none when equal."""
     if current == desired:
         return []
-    after = desired.to_dict()
     if current is None:
         jobs = ", ".join(_jobs(desired))
         reason = (
@@ -764,8 +763,7 @@ def plan(current: PrometheusConfig | None, desired: PrometheusConfig) -> list[Ch
         )
         details: dict[str, Any] = {"action": "start", "url": desired.url}
     else:
-        before = current.to_dict()
-        diff = {k: [before[k], after[k]] for k in after if before[k] != after[k]}
+        diff = config_diff(current, desired)
         action = "restart" if current.restart_fields(desired) else "reload"
         shown = ", ".join(
             ("rules changed" if k == "rules_yaml" else f"{k} {old} -> {new}") for k, (old, new) in diff.items()
@@ -774,16 +772,7 @@ def plan(current: PrometheusConfig | None, desired: PrometheusConfig) -> list[Ch
             " (the same process takes the new files; its data stays)" if action == "reload" else " (its data stays)"
         )
         details = {"action": action, "url": desired.url, "changed": sorted(diff)}
-    return [
-        Change(
-            kind=KIND,
-            name=CHANGE_NAME,
-            before=None if current is None else current.to_dict(),
-            after=after,
-            reason=reason,
-            details=details,
-        )
-    ]
+    return [Change.of_config(KIND, CHANGE_NAME, current, desired, reason, details)]
 
 
 class PrometheusApplier(procs.ServerApplier):
