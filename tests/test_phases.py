@@ -54,6 +54,31 @@ def _embedding_type(conn: psycopg.Connection) -> str:
     ).fetchone()[0]
 
 
+def _plan_on_a_deployment(notebook: str, overrides: dict, env: dict, lab_dir: Path, tmp_path: Path) -> str:
+    """The lab seen as a deployment (its service URL and admin DSN, plus ``overrides``): ``notebook`` run with plain
+    papermill in plan mode; the executed notebook's text."""
+    info = lab.status(lab_dir)
+    deployment = {**overrides, "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"],
+                                          **overrides.get("target", {})}}  # fmt: skip
+    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
+    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
+    output = tmp_path / Path(notebook).name
+    done = subprocess.run(
+        [str(BIN / "papermill"), str(REPO / "notebooks" / notebook), str(output),
+         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
+        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
+        capture_output=True, text=True, timeout=1200,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    return output.read_text()
+
+
+def _second_run(env: dict, tuned, phase: str) -> Path:
+    """The run a deployment test made (the only one besides the end-to-end run that has ``phase``)."""
+    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / phase).exists()]
+    return second
+
+
 @pytest.fixture(scope="module")
 def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     """``ragperf run all`` (phase0 to phase4) on the smoke lab; pg_settings as the test saw them before."""
@@ -116,31 +141,20 @@ def test_phase4_scales_out_fails_over_without_a_failed_request_and_gives_the_fin
 
 
 def test_on_a_deployment_of_several_hosts_phase4_renders_every_file_and_starts_nothing(tuned, env, lab_dir, tmp_path):
-    info = lab.status(lab_dir)
     state = tmp_path / "scale"
-    deployment = {
-        "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"]},
+    addresses = ["10.0.0.5:8000", "10.0.0.5:8001", "10.0.0.6:8000"]
+    overrides = {
         "changes": {"app_role": "rag_app"},
-        "scale": {"state_dir": str(state), "instance_addresses": ["10.0.0.5:8000", "10.0.0.5:8001", "10.0.0.6:8000"],
+        "scale": {"state_dir": str(state), "instance_addresses": addresses,
                   "app_command": "/srv/rag/.venv/bin/uvicorn src.api.main:app --host 0.0.0.0 --port {port}"},
     }  # fmt: skip
-    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
-    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
-    output = tmp_path / "phase4.ipynb"
-    done = subprocess.run(
-        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase4_scaling.ipynb"), str(output),
-         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
-        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = output.read_text()
+    text = _plan_on_a_deployment("phase4_scaling.ipynb", overrides, env, lab_dir, tmp_path)
     assert "Mode: plan" in text and "on 10.0.0.5" in text and "on 10.0.0.6" in text
     assert not any(part["running"] for part in scaletier.status(state).values())
-    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase4").exists()]
+    second = _second_run(env, tuned, "phase4")
     rendered = second / "phase4" / "scale"
     conf = (rendered / "balancer-nginx.conf").read_text()
-    assert all(f"server {a} max_fails=" in conf for a in deployment["scale"]["instance_addresses"])
+    assert all(f"server {a} max_fails=" in conf for a in addresses)
     five = (rendered / "supervisord-10.0.0.5.conf").read_text()
     assert "[program:app-1]" in five and "[program:app-2]" in five and "--port 8001" in five
     assert "auth_type = scram-sha-256" in (rendered / "pgbouncer.ini").read_text()
@@ -229,28 +243,16 @@ def test_no_password_in_the_process_list_the_rendered_files_the_logs_or_the_run(
 def test_on_a_deployment_phase3_renders_every_file_says_what_would_run_and_starts_nothing(
     tuned, env, lab_dir, tmp_path
 ):
-    info = lab.status(lab_dir)
     state = tmp_path / "monitor"
-    deployment = {"target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"]},
-                  "monitor": {"state_dir": str(state), "role": "ragperf_monitor_plan"}}  # fmt: skip
-    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
-    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
-    output = tmp_path / "phase3.ipynb"
-    done = subprocess.run(
-        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase3_monitoring.ipynb"), str(output),
-         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
-        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = output.read_text()
+    overrides = {"monitor": {"state_dir": str(state), "role": "ragperf_monitor_plan"}}
+    text = _plan_on_a_deployment("phase3_monitoring.ipynb", overrides, env, lab_dir, tmp_path)
     assert (
         "Mode: plan" in text
         and "as the role `ragperf_monitor_plan` (pg_monitor)" in text
         and "promtool test rules: passed" in text
     )
     assert not any(part["running"] for part in stack.status(state).values())
-    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase3").exists()]
+    second = _second_run(env, tuned, "phase3")
     rendered = second / "phase3" / "monitoring"
     assert {"prometheus.yml", "rules.yml", "alertmanager.yml", "postgres_exporter_queries.yaml"} <= {
         p.name for p in rendered.iterdir()
@@ -334,30 +336,16 @@ def test_rollback_restores_pg_settings_name_by_name_and_drops_the_indexes(tuned,
 
 def test_on_a_deployment_phase1_only_plans(tuned, env, lab_dir, tmp_path):
     """The lab seen as a deployment: the default mode is plan, and nothing on the server changes."""
-    info = lab.status(lab_dir)
-    deployment = {
-        "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"],
-                   "host": {"memory_gb": 4, "cpus": 2, "disk": "ssd"}},
-    }  # fmt: skip
-    (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
-    (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
     with _connect(lab_dir) as conn:
         before = pgsettings.settings_snapshot(conn)
-    output = tmp_path / "phase1.ipynb"
-    done = subprocess.run(
-        [str(BIN / "papermill"), str(REPO / "notebooks" / "phase1_database.ipynb"), str(output),
-         "-f", str(tmp_path / "nb.yaml"), "--cwd", str(REPO / "notebooks")],
-        env={**env, "RAGPERF_PGPASSWORD": lab.credentials(lab_dir).superuser_password},
-        capture_output=True, text=True, timeout=1200,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
-    text = output.read_text()
+    overrides = {"target": {"host": {"memory_gb": 4, "cpus": 2, "disk": "ssd"}}}
+    text = _plan_on_a_deployment("phase1_database.ipynb", overrides, env, lab_dir, tmp_path)
     assert "Mode: plan" in text and "Planned for **4 GB**, 2 CPUs, SSD" in text
     with _connect(lab_dir) as conn:
         assert pgsettings.settings_differences(before, pgsettings.settings_snapshot(conn)) == []
         assert _ragperf_indexes(conn) == [] and _embedding_type(conn) == "vector"
         assert roles.role_settings(conn, "sakana") == {}
-    (second,) = [d for d in Path(env["RAGPERF_OUTPUTS"]).iterdir() if d.name != tuned[0].id and (d / "phase1").exists()]
+    second = _second_run(env, tuned, "phase1")
     assert not (second / "phase1" / "journal.jsonl").exists()
     assert (second / "phase1" / "metrics.json").exists()
 

@@ -22,7 +22,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, TypedDict
@@ -512,6 +512,18 @@ class Server(Recorded):
     def tail(self, proc: Proc) -> str:
         """The end of the server's log, for the error of a start that failed."""
         return f"its log {proc.log} ends:\n{log_tail(proc)}"
+
+
+def unreachable(directory: Path, uid: int, gids: Iterable[int]) -> Path | None:
+    """The first of ``directory`` and its parents that user ``uid`` (in groups ``gids``) may not enter, or None: a
+    server that runs as another user must reach its state directory."""
+    groups = set(gids)
+    for each in [directory, *directory.parents]:
+        st = each.stat()
+        bit = 0o100 if st.st_uid == uid else 0o010 if st.st_gid in groups else 0o001
+        if not st.st_mode & bit:
+            return each
+    return None
 
 
 def _give(directory: Path, user: str) -> None:

@@ -179,19 +179,12 @@ def _worker_user() -> tuple[str, int, int] | None:
 
 def _check_reachable(state_dir: Path, uid: int, gid: int) -> None:
     """The workers (``uid``) must be able to traverse every directory down to ``state_dir``."""
-    for directory in [state_dir, *state_dir.parents]:
-        st = directory.stat()
-        if st.st_uid == uid:
-            ok = bool(st.st_mode & 0o100)
-        elif st.st_gid == gid:
-            ok = bool(st.st_mode & 0o010)
-        else:
-            ok = bool(st.st_mode & 0o001)
-        if not ok:
-            raise NginxError(
-                f"the nginx workers (uid {uid}) cannot enter {directory} (mode {st.st_mode & 0o777:o}); "
-                f"make it reachable, e.g. chmod 0755 {directory}"
-            )
+    directory = procs.unreachable(state_dir, uid, [gid])
+    if directory is not None:
+        raise NginxError(
+            f"the nginx workers (uid {uid}) cannot enter {directory} (mode {directory.stat().st_mode & 0o777:o}); "
+            f"make it reachable, e.g. chmod 0755 {directory}"
+        )
 
 
 def _processes() -> list[tuple[int, int, int]]:

@@ -494,20 +494,12 @@ class PgBouncer(procs.Server):
 def _check_reachable(state_dir: Path, user: str) -> None:
     """``user`` must be able to traverse every directory above ``state_dir`` (which it is given)."""
     entry = pwd.getpwnam(user)
-    groups = set(os.getgrouplist(user, entry.pw_gid))
-    for directory in state_dir.parents:
-        st = directory.stat()
-        if st.st_uid == entry.pw_uid:
-            ok = bool(st.st_mode & 0o100)
-        elif st.st_gid in groups:
-            ok = bool(st.st_mode & 0o010)
-        else:
-            ok = bool(st.st_mode & 0o001)
-        if not ok:
-            raise PgBouncerError(
-                f"state_dir: PgBouncer runs as {user!r} (uid {entry.pw_uid}), who cannot enter {directory} (mode "
-                f"{stat.S_IMODE(st.st_mode):04o}); put the state directory elsewhere or chmod o+x {directory}"
-            )
+    directory = procs.unreachable(state_dir.parent, entry.pw_uid, os.getgrouplist(user, entry.pw_gid))
+    if directory is not None:
+        raise PgBouncerError(
+            f"state_dir: PgBouncer runs as {user!r} (uid {entry.pw_uid}), who cannot enter {directory} (mode "
+            f"{stat.S_IMODE(directory.stat().st_mode):04o}); put the state directory elsewhere or chmod o+x {directory}"
+        )
 
 
 def connect_times(dsn: str, n: int) -> list[float]:

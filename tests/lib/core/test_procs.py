@@ -1,8 +1,11 @@
 import json
+import os
 import re
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
@@ -312,3 +315,20 @@ def test_a_zombie_leader_whose_threads_still_run_is_alive_until_they_end(tmp_pat
     assert procs.is_alive(proc) and not procs.port_is_free(port)
     procs.wait_until(lambda: None if not procs.is_alive(proc) else "threads left", timeout=15, what="it did not end")
     assert procs.port_is_free(port)
+
+
+def test_unreachable_names_the_first_directory_another_user_cannot_enter():
+    base = Path(tempfile.mkdtemp(prefix="ragperf-test-reach-", dir="/var/tmp"))  # pytest's own are private
+    try:
+        base.chmod(0o755)
+        outer = base / "outer"
+        inner = outer / "inner"
+        inner.mkdir(parents=True)
+        outer.chmod(0o700)
+        stranger = os.getuid() + 4242  # neither the owner nor in its group
+        assert procs.unreachable(inner, stranger, [stranger]) == outer
+        assert procs.unreachable(inner, os.getuid(), [os.getgid()]) is None
+        outer.chmod(0o711)
+        assert procs.unreachable(inner, stranger, [stranger]) is None
+    finally:
+        shutil.rmtree(base)
