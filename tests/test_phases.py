@@ -100,6 +100,7 @@ def test_phase4_scales_out_fails_over_without_a_failed_request_and_gives_the_fin
     assert set(steps["instances"]) == {1, 2} and set(steps["pgbouncer"]) == {True, False}
     assert (steps["requests"] > 0).all() and steps["generator_cpu_pct"].notna().all()
     assert steps["instances_cpu"].notna().all() and steps["pg_backends_max"].notna().all()
+    assert steps["node_cpu_busy_pct"].between(0, 100).all()  # Phase 3's Prometheus, still running
     pooling = result["scaling"]["pgbouncer"]
     assert {row["connection"] for row in pooling["connection_setup"]} == {"through PgBouncer", "direct"}
     assert pooling["pooled"]["p95_s"] > 0 and pooling["direct"]["p95_s"] > 0
@@ -138,6 +139,12 @@ def test_phase4_scales_out_fails_over_without_a_failed_request_and_gives_the_fin
     assert not [where for where, text in texts.items() for secret in secrets if secret in text]
     for path in (base / "secrets" / scaletier.PASSFILE, base / "pgbouncer" / "userlist.txt"):
         assert oct(path.stat().st_mode & 0o777) == "0o600", path
+    # the instances reach PostgreSQL through PgBouncer with the role's password; a wrong one is refused
+    bouncer = scaletier.running(base).pgbouncer
+    with psycopg.connect(bouncer.dsn(user=bouncer.role), password=lab.credentials(lab_dir).app_password) as conn:
+        assert conn.execute("SELECT current_user").fetchone()[0] == bouncer.role
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(bouncer.dsn(user=bouncer.role), password="not-the-password", connect_timeout=5)
 
 
 def test_on_a_deployment_of_several_hosts_phase4_renders_every_file_and_starts_nothing(tuned, env, lab_dir, tmp_path):

@@ -40,6 +40,8 @@ from ragperf.measure.workload import WorkItem, zipf_workload
 from ragperf.phases import phase
 from ragperf.phases.phase import PhaseContext
 from ragperf.systems import cachetier, nginx, nginxconf, pgbouncer, scaletier, supervisor
+from ragperf.systems.monitoring import prometheus as prom
+from ragperf.systems.monitoring import stack
 
 log = logging.getLogger(__name__)
 
@@ -294,8 +296,26 @@ def run_sampled(
     with sampling.Sampler(probes(ctx, tier)) as sampler:
         result = scenarios.run_step(url, items, generator_params(ctx.params), out, users=users,
                                     duration_s=duration_s, scenario=scenario, cycle=cycle)  # fmt: skip
-    start = float(result.records["start"].min()) if len(result.records) else None
-    return result, sampler.summary(start)
+    if result.records.empty:
+        return result, sampler.summary()
+    start, end = float(result.records["start"].min()), float(result.records["start"].max())
+    return result, {**sampler.summary(start), "node_cpu_busy_pct": node_cpu(ctx, start, end)}
+
+
+def node_cpu(ctx: PhaseContext, start: float, end: float) -> float | None:
+    """The machine's busy CPU from ``start`` to ``end`` as Phase 3's Prometheus saw it (node_exporter), in percent
+    of all its cores: the monitoring's view beside the processes sampled here; None when Prometheus does not run."""
+    cfg = stack.running(stack.state_dir(ctx.target, ctx.params)).get("prometheus")
+    if cfg is None:
+        return None
+    window = max(round(end - start), round(4 * cfg.scrape_interval_s))
+    expr = f'100 * (1 - avg(rate(node_cpu_seconds_total{{mode="idle"}}[{window}s])))'
+    try:
+        frame = prom.query(cfg.url, expr, at=end)
+    except prom.PrometheusError as exc:
+        log.warning("no node CPU from Prometheus: %s", exc)
+        return None
+    return float(frame["value"].iloc[0]) if len(frame) else None
 
 
 # --- the scaling curve -------------------------------------------------------------------------------
@@ -361,6 +381,10 @@ class Curve:
                      f"of the machine's {100 * cores} %"
                      + (" — the cores are the limit, not the number of processes."
                         if busy >= 0.8 * 100 * cores else "."))  # fmt: skip
+        node = cpu("node_cpu_busy_pct")
+        if node:
+            lines.append(f"- Phase 3's node_exporter saw the machine {node:.0f} % busy over that step (of all its "
+                         f"{cores} cores, other work on this shared machine included).")  # fmt: skip
         return "\n".join(lines)
 
 
