@@ -205,6 +205,9 @@ class Scale(_Strict):
     max_fails: int = Field(1, ge=1, le=100, description="failed attempts before nginx takes an instance out")
     fail_timeout_s: int = Field(5, ge=1, le=3600, description="for how long nginx takes it out")
     next_upstream_tries: int = Field(3, ge=1, le=20, description="how many instances one request may be tried on")
+    next_upstream: tuple[str, ...] = Field(("error", "timeout", "http_503"), description="what makes nginx pass a "
+                                           "request on to another instance, POST included (not http_502: the app "
+                                           "answers 502 when its LLM provider fails)")  # fmt: skip
     instance_port: int = Field(0, ge=0, le=65000, description="the first instance's port, the next ones follow "
                                "(0: free ports)")  # fmt: skip
     balancer_port: int = Field(0, ge=0, le=65535, description="the load balancer's port (0: a free port)")

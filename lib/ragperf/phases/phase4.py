@@ -293,13 +293,32 @@ def run_sampled(
     duration_s: float, scenario: str, cycle: bool = False,
 ) -> tuple[LoadResult, dict[str, float]]:  # fmt: skip
     """One load step with Phase 4's load generator, sampling the probes while it runs."""
+    refused = llm_refused(ctx)
     with sampling.Sampler(probes(ctx, tier)) as sampler:
         result = scenarios.run_step(url, items, generator_params(ctx.params), out, users=users,
                                     duration_s=duration_s, scenario=scenario, cycle=cycle)  # fmt: skip
+    after = llm_refused(ctx)
+    extra = {"llm_refused": None if refused is None or after is None else after - refused}
     if result.records.empty:
-        return result, sampler.summary()
+        return result, {**sampler.summary(), **extra}
     start, end = float(result.records["start"].min()), float(result.records["start"].max())
-    return result, {**sampler.summary(start), "node_cpu_busy_pct": node_cpu(ctx, start, end)}
+    return result, {**sampler.summary(start), **extra, "node_cpu_busy_pct": node_cpu(ctx, start, end)}
+
+
+def llm_refused(ctx: PhaseContext) -> int | None:
+    """Chat completions the lab's LLM simulator has refused with 429 since it started (its limit of concurrent
+    completions stands for a real provider's rate limit); None elsewhere."""
+    import httpx
+
+    if ctx.target.kind != "lab":
+        return None
+    proc = lab.LabState.load(ctx.target.lab_dir).processes.get("llm")
+    if proc is None or not procs.is_alive(proc):
+        return None
+    try:
+        return int(httpx.get(f"http://127.0.0.1:{proc.port}/stats", timeout=5, trust_env=False).json()["rate_limited"])
+    except (httpx.HTTPError, KeyError, ValueError):
+        return None
 
 
 def node_cpu(ctx: PhaseContext, start: float, end: float) -> float | None:
@@ -381,6 +400,13 @@ class Curve:
                      f"of the machine's {100 * cores} %"
                      + (" — the cores are the limit, not the number of processes."
                         if busy >= 0.8 * 100 * cores else "."))  # fmt: skip
+        if "llm_refused" in steps and steps["llm_refused"].fillna(0).sum() > 0:
+            hit = steps[steps["llm_refused"].fillna(0) > 0]
+            where = ", ".join(f"{int(r.instances)} instance(s) at {int(r.users)} users ({int(r.llm_refused)} refused, "
+                              f"{r.success_rate:.0f} % succeeded)" for r in hit.itertuples())  # fmt: skip
+            lines.append(f"- The LLM provider refused completions (HTTP 429, which the app answers as 502) at {where}: "
+                         "there the provider's limit of concurrent completions, not the app, was the limit; more "
+                         "instances send it more at once.")  # fmt: skip
         node = cpu("node_cpu_busy_pct")
         if node:
             lines.append(f"- Phase 3's node_exporter saw the machine {node:.0f} % busy over that step (of all its "

@@ -55,6 +55,8 @@ CONF_PREV = "nginx.conf.prev"
 RECORD = "nginx.json"
 KEY_VERSION_FILE = "cache-key-version"
 MAX_BODY_KB_LIMIT = 1024
+NEXT_UPSTREAM_CASES = ("error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504",
+                       "http_403", "http_404", "http_429")  # proxy_next_upstream's, but non_idempotent (always on)
 _UPSTREAM_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
@@ -75,8 +77,12 @@ class CacheConfig(Config):
 
     With several upstreams (Phase 4's balancer) each server is left out for ``fail_timeout_s`` once it
     failed ``max_fails`` times within ``fail_timeout_s`` (open-source nginx checks passively only), and a
-    request that meets an error, a timeout, a 502 or a 503 is passed on to another server, POST included,
-    at most ``next_upstream_tries`` attempts in all and within ``next_upstream_timeout_s`` of the first.
+    request that meets one of ``next_upstream`` (by default an error, a timeout or a 503) is passed on to another
+    server, POST included (``non_idempotent`` is always added), at most ``next_upstream_tries`` attempts in all and
+    within ``next_upstream_timeout_s`` of the first. A 502 is not retried by default: nginx's own 502 for a server
+    it cannot reach is an ``error`` already, and the app answers 502 when its LLM provider fails (the provider's
+    429 under load), so retrying those only multiplies the load on the provider and, each one counting as a
+    failure, takes healthy servers out until none is left (measured: every request of the step then failed).
     nginx tries each server at most once per request, so ``next_upstream_tries`` may be at most one more
     than the number of upstreams (the one more lets a host name stand for two addresses, and keeps the
     default valid for two upstreams). With one upstream these four are checked but not used: nginx ignores
@@ -99,6 +105,7 @@ class CacheConfig(Config):
     fail_timeout_s: int = 10
     next_upstream_tries: int = 3
     next_upstream_timeout_s: float = 30.0
+    next_upstream: tuple[str, ...] = ("error", "timeout", "http_503")
 
     def __post_init__(self) -> None:
         upstreams = (self.upstreams,) if isinstance(self.upstreams, str) else tuple(self.upstreams)
@@ -144,6 +151,11 @@ class CacheConfig(Config):
         check_int("fail_timeout_s", self.fail_timeout_s, 1, 3600)
         check_int("next_upstream_tries", self.next_upstream_tries, 1, 20)
         _check_seconds("next_upstream_timeout_s", self.next_upstream_timeout_s)
+        cases = (self.next_upstream,) if isinstance(self.next_upstream, str) else tuple(self.next_upstream)
+        object.__setattr__(self, "next_upstream", cases)
+        unknown = [c for c in cases if c not in NEXT_UPSTREAM_CASES]
+        if not cases or unknown:
+            raise ValueError(f"next_upstream: {list(cases)} must name one or more of {', '.join(NEXT_UPSTREAM_CASES)}")
         servers = len(self.upstreams)
         if servers > 1 and self.next_upstream_tries > servers + 1:
             raise ValueError(

@@ -269,13 +269,13 @@ def upstream_lines(cfg: CacheConfig) -> list[str]:
 
 def retry_lines(cfg: CacheConfig) -> list[str]:
     """When a proxied location passes a request on to the next server: after a failed kept-alive connection
-    (one upstream), or after an error, a timeout, a 502 or a 503 (several), bounded in tries and time."""
+    (one upstream), or after one of ``next_upstream`` (several), bounded in tries and time."""
     if len(cfg.upstreams) == 1:
         return ["            proxy_next_upstream error non_idempotent;", "            proxy_next_upstream_tries 2;"]
     return [
         "            # The app's only POST, /ask, changes nothing: retrying one nginx has already sent is safe, and",
         "            # without non_idempotent every request a server holds when it dies would fail.",
-        "            proxy_next_upstream error timeout http_502 http_503 non_idempotent;",
+        f"            proxy_next_upstream {' '.join(cfg.next_upstream)} non_idempotent;",
         f"            proxy_next_upstream_tries {cfg.next_upstream_tries};",
         f"            proxy_next_upstream_timeout {_ms(cfg.next_upstream_timeout_s)};",
     ]

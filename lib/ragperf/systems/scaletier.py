@@ -221,6 +221,7 @@ def desired(
         listen_port=port, upstreams=addresses, state_dir=base / "balancer", cache_enabled=False,
         proxy_timeout_s=max(60.0, params.load.timeout_s), max_fails=s.max_fails, fail_timeout_s=s.fail_timeout_s,
         next_upstream_tries=min(s.next_upstream_tries, len(addresses) + 1) if len(addresses) > 1 else 1,
+        next_upstream=s.next_upstream,
     )  # fmt: skip
     proxy = replace(tier.proxy, upstream=balancer.url) if tier.proxy is not None else None
     return Tier(config, bouncer, balancer, proxy, base, hosts, pooled)

@@ -486,7 +486,7 @@ def test_the_balancer_config_passes_nginx_t_with_zone_and_retries(state_dir):
     for address in cfg.upstreams:
         assert f"server {address} max_fails=2 fail_timeout=5s;" in upstream
     for location in (text[text.index("location = /health") :].split("}")[0], text[text.index("location / {") :]):
-        assert "proxy_next_upstream error timeout http_502 http_503 non_idempotent;" in location
+        assert "proxy_next_upstream error timeout http_503 non_idempotent;" in location
         assert "proxy_next_upstream_tries 2;" in location and "proxy_next_upstream_timeout 1500ms;" in location
     assert "retrying one nginx has already sent is safe" in text  # says why non_idempotent is allowed
     cached = nginxconf.render(replace(cfg, cache_enabled=True))  # a caching balancer is a valid one too
@@ -578,8 +578,16 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if json.loads(raw or b"{}").get("crash") == NAME:
+        asked = json.loads(raw or b"{}")
+        if asked.get("crash") == NAME:
             os.kill(os.getpid(), signal.SIGKILL)
+        if asked.get("fail") == NAME:  # as the app does when its LLM provider answers 429
+            body = b'{"detail": "LLM provider answered 429"}'
+            self.send_response(502)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         self._send({"name": NAME})
 
 
@@ -676,3 +684,15 @@ def running_digest(cfg: nginx.CacheConfig) -> str | None:
     status, headers, _ = request(cfg.listen_port, "GET", nginxconf.PING_PATH)
     assert status == 200
     return headers.get(nginxconf.CONFIG_HEADER.lower())
+
+
+def test_an_apps_own_502_is_passed_back_not_retried_and_takes_no_instance_out(instances, balancer):
+    port = balancer.config.listen_port
+    failed = [request(port, "POST", "/ask", json.dumps({"question": "q", "fail": "a"}).encode())[0] for _ in range(30)]
+    assert set(failed) == {200, 502} and failed.count(502) >= 5  # a's answers reach the client as they are
+    assert nginx.retried(balancer.access_log).empty  # none was sent to another instance as well
+    assert {answered_by(port) for _ in range(30)} == {"a", "b", "c"}  # a is still in (max_fails counts no 502)
+    retrying = nginx.CacheConfig(**{**balancer.config.to_dict(), "next_upstream": ["error", "http_502"]})
+    assert "proxy_next_upstream error http_502 non_idempotent;" in nginxconf.render(retrying)
+    with pytest.raises(ValueError, match="next_upstream: .* must name one or more of error, timeout"):
+        nginx.CacheConfig(**{**balancer.config.to_dict(), "next_upstream": ["http_999"]})
