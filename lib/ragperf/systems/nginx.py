@@ -55,8 +55,9 @@ CONF_PREV = "nginx.conf.prev"
 RECORD = "nginx.json"
 KEY_VERSION_FILE = "cache-key-version"
 MAX_BODY_KB_LIMIT = 1024
+# proxy_next_upstream's cases but non_idempotent, which is always on
 NEXT_UPSTREAM_CASES = ("error", "timeout", "invalid_header", "http_500", "http_502", "http_503", "http_504",
-                       "http_403", "http_404", "http_429")  # proxy_next_upstream's, but non_idempotent (always on)
+                       "http_403", "http_404", "http_429")  # fmt: skip
 _UPSTREAM_RE = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-9.-]*):(\d{1,5})$")
 _HEADER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 _SAFE_PATH_RE = re.compile(r"^/[A-Za-z0-9._/@+-]*$")
