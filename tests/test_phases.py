@@ -34,6 +34,9 @@ pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 QUICK = REPO / "tests" / "params" / "quick.yaml"
+# A plan-mode run still measures the target as it is; these tests look at what it planned, so shortly.
+PLAN_MODE_LOAD = {"query_latency_questions": 4, "query_latency_time_limit_s": 5, "fixed_duration_s": 3,
+                  "ladder_users": [5], "ladder_step_s": 3, "cache_speedup_questions": 2}  # fmt: skip
 MONITOR_PROCESSES = ("pgexporter", "node", "nginx_exporter", "redis_exporter", "mtail", "alertsink", "alertmanager",
                      "prometheus")  # fmt: skip
 
@@ -58,8 +61,9 @@ def _plan_on_a_deployment(notebook: str, overrides: dict, env: dict, lab_dir: Pa
     """The lab seen as a deployment (its service URL and admin DSN, plus ``overrides``): ``notebook`` run with plain
     papermill in plan mode; the executed notebook's text."""
     info = lab.status(lab_dir)
-    deployment = {**overrides, "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"],
-                                          **overrides.get("target", {})}}  # fmt: skip
+    deployment = {"load": PLAN_MODE_LOAD, **overrides,
+                  "target": {"kind": "deployment", "base_url": info["app_url"], "dsn": info["admin_dsn"],
+                             **overrides.get("target", {})}}  # fmt: skip
     (tmp_path / "deployment.yaml").write_text(yaml.safe_dump(deployment))
     (tmp_path / "nb.yaml").write_text(yaml.safe_dump({"params_files": [str(QUICK), str(tmp_path / "deployment.yaml")]}))
     output = tmp_path / Path(notebook).name
@@ -108,7 +112,7 @@ def test_phase4_scales_out_fails_over_without_a_failed_request_and_gives_the_fin
     assert failover["instances"] == 3 and failover["requests"] > 50
     assert failover["failed"] == 0 and failover["success_rate"] == 100.0, failover
     assert failover["recovered_s"] > 0 and failover["requests_retried"] >= 1
-    assert failover["rolling_failed"] == 0 and len(failover["rolling_restarts"]) == 3
+    assert failover["rolling_failed"] == 0 and len(failover["rolling_restarts"]) == 3 and failover["rolling_under_load"]
     assert all(r["new_pid"] != r["old_pid"] for r in failover["rolling_restarts"])
     capacity = result["capacity"]
     assert [s["users"] for s in capacity["steps"]] == [20, 60] and all(s["miss_pct"] > 0 for s in capacity["steps"])

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PHASE = "phase4"
 CONNECT_SAMPLES = 50  # connections timed through PgBouncer and direct
 CAPACITY_DRAWS = 20_000  # the Zipf stream of the capacity ladder: more than any step asks
+ROLL_DELAY_S = 5.0  # seconds into the rolling-restart step before the first restart
 PLACEHOLDER_COMMAND = "/path/to/the/app --port {port}"  # what a deployment's plan shows without scale.app_command
 
 
@@ -578,8 +579,17 @@ class Failover:
             "rolling_requests": rolling["count"] if rolling else None,
             "rolling_failed": rolling["failures"] if rolling else None,
             "rolling_success_rate": rolling["success_rate"] if rolling else None,
+            "rolling_under_load": self.rolling_under_load(),
             "rolling_restarts": self.rolling_restarts,
         }
+
+    def rolling_under_load(self) -> bool | None:
+        """True when every restart began after the rolling step's first request and ended before its last one."""
+        if self.rolling is None or self.rolling.records.empty or not self.rolling_restarts:
+            return None
+        starts = self.rolling.records["start"]
+        return bool(starts.min() < min(r["started"] for r in self.rolling_restarts)
+                    and max(r["ended"] for r in self.rolling_restarts) < starts.max())  # fmt: skip
 
     def text(self) -> str:
         s = self.summary()
@@ -629,23 +639,25 @@ def failover(ctx: PhaseContext, tier: scaletier.Tier, entry: str, items: Sequenc
     restarts: list[dict[str, Any]] = []
 
     def roll() -> None:
-        time.sleep(min(5.0, s.failover_step_s / 6))
+        time.sleep(ROLL_DELAY_S)  # the load generator's users are running by then
         try:
             for program in tier.instances.programs:
-                before = server.pid_of(program.name)
+                before, started = server.pid_of(program.name), time.time()
                 seconds = server.restart_program(program.name)
                 restarts.append({"instance": program.name, "old_pid": before, "new_pid": server.pid_of(program.name),
-                                 "serving_after_s": seconds})  # fmt: skip
+                                 "serving_after_s": seconds, "started": started, "ended": time.time()})  # fmt: skip
                 time.sleep(1.0)
         except Exception as exc:  # said once the step is over
             marks["error"] = exc
 
+    # long enough for every restart (each about 4 s here) to happen under load
+    rolling_s = max(s.failover_step_s, ROLL_DELAY_S + 6.0 * len(tier.instances.programs) + 4.0)
     roller = threading.Thread(target=roll, name="rolling-restart", daemon=True)
     roller.start()
     try:
         rolling = scenarios.run_step(entry, unseen(items, "rolling"), generator_params(ctx.params), out / "rolling",
-                                     users=s.failover_users, duration_s=s.failover_step_s,
-                                     scenario="failover_rolling", cycle=False)  # fmt: skip
+                                     users=s.failover_users, duration_s=rolling_s, scenario="failover_rolling",
+                                     cycle=False)  # fmt: skip
     finally:
         roller.join()
     if "error" in marks:
