@@ -13,6 +13,7 @@ EXISTS``, ``ALTER SYSTEM RESET``), because a failure can strike in the middle of
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import time
@@ -61,6 +62,14 @@ def config_diff(current: Config, desired: Config) -> dict[str, list[Any]]:
 def diff_text(diff: Mapping[str, Sequence[Any]]) -> str:
     """A :func:`config_diff` in words: ``field old -> new, ...``."""
     return ", ".join(f"{k} {old} -> {new}" for k, (old, new) in diff.items())
+
+
+def check_ipv4(name: str, value: object) -> None:
+    """ValueError naming ``name`` unless ``value`` is an IPv4 address (a server's ``listen_host``)."""
+    try:
+        ipaddress.IPv4Address(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise ValueError(f"{name}: {value!r} is not an IPv4 address (0.0.0.0 for every interface)") from None
 
 
 def check_int(name: str, value: object, low: int, high: int) -> None:

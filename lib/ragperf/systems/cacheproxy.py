@@ -9,7 +9,6 @@ output). A start counts once ``GET /__cache/health`` answers. :class:`ProxyAppli
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
+from ragperf.core.changes import Change, ChangeError, Config, check_int, check_ipv4, config_diff, diff_text
 from ragperf.systems import cacheapp, cachekeys
 from ragperf.systems.monitoring.healthmon import STANDARD_BUCKETS, check_buckets, format_buckets
 
@@ -68,7 +67,7 @@ class ProxyConfig(Config):
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
         check_int("listen_port", self.listen_port, 1, 65535)
-        _check_ipv4("listen_host", self.listen_host)
+        check_ipv4("listen_host", self.listen_host)
         object.__setattr__(self, "upstream", _check_upstream(self.upstream))
         _check_redis_url(self.redis_url)
         check_int("ttl_s", self.ttl_s, 1, 365 * 86400)
@@ -113,13 +112,6 @@ _REDIS_URL_RE = re.compile(r"^rediss?://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9][A-Za-z0-
 def _check_seconds(name: str, value: object, low: float, high: float) -> None:
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise ValueError(f"{name}: must be a number of seconds from {low:g} to {high:g}, not {value!r}")
-
-
-def _check_ipv4(name: str, value: object) -> None:
-    try:
-        ipaddress.IPv4Address(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not an IPv4 address (0.0.0.0 for every interface)") from None
 
 
 def _check_upstream(value: object) -> str:

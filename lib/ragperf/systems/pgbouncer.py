@@ -49,7 +49,7 @@ import psycopg
 from psycopg import conninfo
 
 from ragperf.core import procs
-from ragperf.core.changes import Change, ChangeError, Config, check_int, config_diff, diff_text
+from ragperf.core.changes import Change, ChangeError, Config, check_int, check_ipv4, config_diff, diff_text
 
 if TYPE_CHECKING:  # pandas is imported where a table is made
     import pandas as pd
@@ -121,7 +121,7 @@ class PgBouncerConfig(Config):
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir).absolute())
         check_int("listen_port", self.listen_port, 1, 65535)
-        _check_ipv4("listen_host", self.listen_host)
+        check_ipv4("listen_host", self.listen_host)
         _check_host("server_host", self.server_host)
         check_int("server_port", self.server_port, 1, 65535)
         _check_name("dbname", self.dbname)
@@ -181,13 +181,6 @@ class PgBouncerConfig(Config):
 def _check_name(name: str, value: object) -> None:
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise ValueError(f"{name}: must be 1-63 letters, digits or '_' not starting with a digit, not {value!r}")
-
-
-def _check_ipv4(name: str, value: object) -> None:
-    try:
-        ipaddress.IPv4Address(value)  # type: ignore[arg-type]
-    except ValueError:
-        raise ValueError(f"{name}: {value!r} is not an IPv4 address (0.0.0.0 for every interface)") from None
 
 
 def _check_host(name: str, value: object) -> None:
