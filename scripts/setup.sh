@@ -9,7 +9,7 @@ VENV=${VENV:-.venv}
 KERNEL=ragperf
 APT_PACKAGES=(nginx libnginx-mod-http-lua lua-nginx-redis redis-server pgbouncer prometheus
   prometheus-postgres-exporter prometheus-node-exporter prometheus-nginx-exporter
-  prometheus-redis-exporter prometheus-alertmanager mtail postgresql-15 postgresql-contrib)
+  prometheus-redis-exporter prometheus-alertmanager mtail postgresql-15 postgresql-contrib chromium chromium-driver)
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -32,7 +32,8 @@ if [ ! -f "$stamp" ]; then
   touch "$stamp"
 fi
 
-# 2. Debian packages for the later phases (nginx, Redis, PgBouncer, Prometheus and exporters).
+# 2. Debian packages for the later phases (nginx, Redis, PgBouncer, Prometheus and exporters), and Chromium,
+#    which prints the report to PDF and runs the browser tests.
 if [ "$(id -u)" = 0 ]; then
   missing=()
   for p in "${APT_PACKAGES[@]}"; do

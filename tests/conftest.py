@@ -51,3 +51,22 @@ def ragperf() -> Callable[..., subprocess.CompletedProcess]:
         return subprocess.run([command, *args], env=env, capture_output=True, text=True, timeout=1200)
 
     return run
+
+
+# Debian's chromium, driven by playwright (no browser is downloaded). Without the background-networking flags
+# Chromium keeps trying hosts this machine cannot reach.
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium from Debian (``playwright.sync_api.Browser``), one per test module."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM.exists(), f"{CHROMIUM} is missing: make setup installs Debian's chromium"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
