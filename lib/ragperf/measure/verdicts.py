@@ -4,6 +4,12 @@
 Issues"); :func:`side_by_side` sets ours beside them, coloured by each metric's direction in
 :data:`ragperf.measure.metrics.REGISTRY`. :func:`criteria_table` and :func:`verdict_text` judge a
 phase's metrics.json against that phase's success criteria (:mod:`ragperf.core.criteria`).
+
+Across the plan's phases: :func:`metrics_table` sets each phase's seven metrics beside the plan's final
+targets (:data:`TARGETS`), :func:`criteria_summary` judges each phase on its own criteria, and
+:func:`misses_table` judges the fixed 10-user step on the requests that missed every cache, so that a warm
+cache never passes for capacity. They take a :data:`Found` (each phase's metrics, requests and source), which
+:mod:`ragperf.phases.verdict` and the report gather from runs.
 """
 
 from __future__ import annotations
@@ -16,8 +22,17 @@ from typing import Any
 
 import pandas as pd
 
-from ragperf.core.criteria import CRITERIA_USERS, Slo, phase_criteria
-from ragperf.measure.metrics import USERS_KEYS, format_value, ladder_verdict, metric, value_of
+from ragperf.core.criteria import CRITERIA_USERS, PHASE_CRITERIA, Slo, phase_criteria
+from ragperf.measure.metrics import (
+    CACHED,
+    USERS_KEYS,
+    format_value,
+    ladder_verdict,
+    metric,
+    served_by,
+    summarize,
+    value_of,
+)
 
 
 @dataclass(frozen=True)
@@ -131,3 +146,67 @@ def verdict_text(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = 
         note = f" ({row.note})" if row.note else ""
         lines.append(f"- {row.criterion}: measured {measured}{note}, target {row.target}: {row.result}.")
     return "\n".join(lines)
+
+
+# --- the plan across its phases: each phase's numbers beside the plan's final targets ---------------------
+
+PHASES = ("phase0", "phase1", "phase2", "phase3", "phase4")
+FIXED_SCENARIO = "fixed"  # the fixed-concurrency scenario's name in the request records
+FINAL = PHASE_CRITERIA["phase4"]  # the plan's final target: p95 < 1.5 s, success > 95 %, 100+ users
+TARGETS: dict[str, tuple[str, Any]] = {
+    f"response_time_{CRITERIA_USERS}_users": (f"< {FINAL.p95_s:g} s", lambda v: v < FINAL.p95_s),
+    f"success_rate_{CRITERIA_USERS}_users": (f"≥ {FINAL.success_rate_pct:g} %", lambda v: v >= FINAL.success_rate_pct),
+    "max_concurrent_users": (f"≥ {FINAL.min_users} users", lambda v: v >= FINAL.min_users),
+}
+Found = dict[str, tuple[dict, pd.DataFrame | None, str]]  # by phase: metrics, requests, "run:phase"
+
+
+def metrics_table(found: Mapping[str, tuple[dict, Any, str]]) -> pd.DataFrame:
+    """The users' seven metrics: what they reported, each phase's value, the plan's final target and the verdict."""
+    rows = []
+    for key in USERS_KEYS:
+        m = metric(key)
+        row: dict[str, Any] = {"metric": m.label, "unit": m.unit, "users reported": USERS_BASELINE[key].text}
+        for name, (result, _, _) in found.items():
+            row[name] = value_of(result, key)
+        target, test = TARGETS.get(key, ("", None))
+        last = next((row[p] for p in reversed(PHASES) if p in found and row.get(p) is not None), None)
+        row["plan's target"] = target or "—"
+        row["met"] = "—" if test is None else ("not measured" if last is None else "met" if test(last) else "not met")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def criteria_summary(found: Mapping[str, tuple[dict, Any, str]]) -> pd.DataFrame:
+    """Each phase judged against its own success criteria (Phases 1–4; Phase 0 has none), and where it came from."""
+    rows = []
+    for name, (result, _, ref) in found.items():
+        if name not in PHASE_CRITERIA:
+            continue
+        table = criteria_table(result, name)
+        passed = int((table["result"] == "pass").sum())
+        rows.append({"phase": name, "criteria": f"p95 < {PHASE_CRITERIA[name].p95_s:g} s, success ≥ "
+                     f"{PHASE_CRITERIA[name].success_rate_pct:g} %, ≥ {PHASE_CRITERIA[name].min_users} users",
+                     "met": f"{passed} of {len(table)}", "verdict": "met" if passed == len(table) else "not met",
+                     "from": ref})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def misses_table(found: Mapping[str, tuple[dict, pd.DataFrame | None, str]]) -> pd.DataFrame:
+    """Each phase at the fixed step of 10 users, on all requests and on those that missed every cache (the app
+    answered them): their share, p95 and success rate."""
+    rows = []
+    for name, (_, records, _) in found.items():
+        if records is None or records.empty:
+            continue
+        step = records[(records["scenario"] == FIXED_SCENARIO) & (records["users_target"] == CRITERIA_USERS)]
+        if step.empty:
+            continue
+        missed = step[~served_by(step).isin(CACHED)]
+        everything, m = summarize(step), summarize(missed)
+        rows.append({"phase": name, "requests": everything["count"], "p95_s": everything["p95"],
+                     "success_rate": everything["success_rate"], "missed_pct": 100.0 * len(missed) / len(step),
+                     "misses_p95_s": m["p95"], "misses_success_rate": m["success_rate"],
+                     "misses_meet_final_target": bool(m["count"]) and m["p95"] < FINAL.p95_s
+                     and m["success_rate"] >= FINAL.success_rate_pct})  # fmt: skip
+    return pd.DataFrame(rows)

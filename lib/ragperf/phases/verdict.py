@@ -4,7 +4,8 @@ criteria, the plan's expected impacts beside what was measured, and the same run
 Each phase's numbers come from this run when it has the phase, else from the newest run that has it (the table
 says which). Phases 2–4 put caches in front of the app, so their p95 at 10 users mixes hits and misses: the
 misses' own p95 and success rate are shown beside, from the requests each phase recorded, so that nobody mistakes
-a warm cache for capacity.
+a warm cache for capacity. The tables are :mod:`ragperf.measure.verdicts`'; this module gathers the phases
+from runs and adds Phase 4's expected impacts and the verdict in words.
 """
 
 from __future__ import annotations
@@ -17,22 +18,10 @@ from typing import Any
 import pandas as pd
 
 from ragperf import runs
-from ragperf.core.criteria import CRITERIA_USERS, PHASE_CRITERIA
-from ragperf.measure import metrics, verdicts
+from ragperf.measure import metrics
+from ragperf.measure.verdicts import PHASES, Found, criteria_summary, metrics_table
 
 log = logging.getLogger(__name__)
-
-PHASES = ("phase0", "phase1", "phase2", "phase3", "phase4")
-FIXED_SCENARIO = "fixed"  # the fixed-concurrency scenario's name in the request records
-FINAL = PHASE_CRITERIA["phase4"]  # the plan's final target: p95 < 1.5 s, success > 95 %, 100+ users
-TARGETS: dict[str, tuple[str, Any]] = {
-    f"response_time_{CRITERIA_USERS}_users": (f"< {FINAL.p95_s:g} s", lambda v: v < FINAL.p95_s),
-    f"success_rate_{CRITERIA_USERS}_users": (f"≥ {FINAL.success_rate_pct:g} %", lambda v: v >= FINAL.success_rate_pct),
-    "max_concurrent_users": (f"≥ {FINAL.min_users} users", lambda v: v >= FINAL.min_users),
-}
-
-
-Found = dict[str, tuple[dict, pd.DataFrame | None, str]]  # by phase: metrics, requests, "run:phase"
 
 
 def collect(run: runs.Run, current: Mapping[str, Any] | None = None, records: pd.DataFrame | None = None) -> Found:
@@ -58,57 +47,6 @@ def capacity_before(found: Mapping[str, tuple[dict, Any, str]]) -> float | None:
         if name in found and (users := metrics.value_of(found[name][0], "max_concurrent_users")) is not None:
             return users
     return None
-
-
-def metrics_table(found: Mapping[str, tuple[dict, Any, str]]) -> pd.DataFrame:
-    """The users' seven metrics: what they reported, each phase's value, the plan's final target and the verdict."""
-    rows = []
-    for key in metrics.USERS_KEYS:
-        m = metrics.metric(key)
-        row: dict[str, Any] = {"metric": m.label, "unit": m.unit, "users reported": verdicts.USERS_BASELINE[key].text}
-        for name, (result, _, _) in found.items():
-            row[name] = metrics.value_of(result, key)
-        target, test = TARGETS.get(key, ("", None))
-        last = next((row[p] for p in reversed(PHASES) if p in found and row.get(p) is not None), None)
-        row["plan's target"] = target or "—"
-        row["met"] = "—" if test is None else ("not measured" if last is None else "met" if test(last) else "not met")
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def criteria_summary(found: Mapping[str, tuple[dict, Any, str]]) -> pd.DataFrame:
-    """Each phase judged against its own success criteria (Phases 1–4; Phase 0 has none), and where it came from."""
-    rows = []
-    for name, (result, _, ref) in found.items():
-        if name not in PHASE_CRITERIA:
-            continue
-        table = verdicts.criteria_table(result, name)
-        passed = int((table["result"] == "pass").sum())
-        rows.append({"phase": name, "criteria": f"p95 < {PHASE_CRITERIA[name].p95_s:g} s, success ≥ "
-                     f"{PHASE_CRITERIA[name].success_rate_pct:g} %, ≥ {PHASE_CRITERIA[name].min_users} users",
-                     "met": f"{passed} of {len(table)}", "verdict": "met" if passed == len(table) else "not met",
-                     "from": ref})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def misses_table(found: Mapping[str, tuple[dict, pd.DataFrame | None, str]]) -> pd.DataFrame:
-    """Each phase at the fixed step of 10 users, on all requests and on those that missed every cache (the app
-    answered them): their share, p95 and success rate."""
-    rows = []
-    for name, (_, records, _) in found.items():
-        if records is None or records.empty:
-            continue
-        step = records[(records["scenario"] == FIXED_SCENARIO) & (records["users_target"] == CRITERIA_USERS)]
-        if step.empty:
-            continue
-        missed = step[~metrics.served_by(step).isin(metrics.CACHED)]
-        everything, m = metrics.summarize(step), metrics.summarize(missed)
-        rows.append({"phase": name, "requests": everything["count"], "p95_s": everything["p95"],
-                     "success_rate": everything["success_rate"], "missed_pct": 100.0 * len(missed) / len(step),
-                     "misses_p95_s": m["p95"], "misses_success_rate": m["success_rate"],
-                     "misses_meet_final_target": bool(m["count"]) and m["p95"] < FINAL.p95_s
-                     and m["success_rate"] >= FINAL.success_rate_pct})  # fmt: skip
-    return pd.DataFrame(rows)
 
 
 def expected_impact(

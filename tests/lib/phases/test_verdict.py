@@ -1,9 +1,11 @@
-"""The plan's final verdict from each phase's metrics and requests: tables, criteria, impacts, misses, words."""
+"""The plan's final verdict from each phase's metrics and requests: tables, criteria, impacts, misses, words (the
+tables are ``ragperf.measure.verdicts``'; the verdict, which reads runs, is ``ragperf.phases.verdict``)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
+from ragperf.measure import verdicts
 from ragperf.phases import verdict
 
 
@@ -19,13 +21,13 @@ def _metrics(p95_10: float, success_10: float, users: float) -> dict:
 def _records(latencies: list[float], statuses: list[str], ok: list[bool] | None = None) -> pd.DataFrame:
     n = len(latencies)
     return pd.DataFrame({
-        "scenario": [verdict.FIXED_SCENARIO] * n, "step": ["users=10"] * n, "users_target": [10] * n,
+        "scenario": [verdicts.FIXED_SCENARIO] * n, "step": ["users=10"] * n, "users_target": [10] * n,
         "start": [1000.0 + i for i in range(n)], "latency_s": latencies, "ok": ok or [True] * n,
         "cache_status": statuses, "shared_cache_status": ["MISS" if s == "MISS" else "" for s in statuses],
     })  # fmt: skip
 
 
-def _found() -> verdict.Found:
+def _found() -> verdicts.Found:
     return {
         "phase0": (_metrics(9.0, 40.0, 5), None, "r:phase0"),
         "phase1": (_metrics(1.2, 99.0, 40), None, "r:phase1"),
@@ -35,24 +37,24 @@ def _found() -> verdict.Found:
 
 
 def test_the_metrics_table_sets_every_phase_beside_the_plans_final_targets():
-    table = verdict.metrics_table(_found()).set_index("metric")
+    table = verdicts.metrics_table(_found()).set_index("metric")
     p95 = table.loc["Response time (p95) at 10 users"]
     assert p95["phase0"] == 9.0 and p95["phase4"] == 0.3 and p95["plan's target"] == "< 1.5 s" and p95["met"] == "met"
     assert table.loc["Cache speed-up (second ask vs first)", "plan's target"] == "—"
     worse = _found()
     worse["phase4"] = (_metrics(2.0, 100.0, 150), None, "r:phase4")
-    assert verdict.metrics_table(worse).set_index("metric").loc["Response time (p95) at 10 users", "met"] == "not met"
+    assert verdicts.metrics_table(worse).set_index("metric").loc["Response time (p95) at 10 users", "met"] == "not met"
 
 
 def test_each_phase_is_judged_on_its_own_criteria_and_phase0_on_none():
-    summary = verdict.criteria_summary(_found()).set_index("phase")
+    summary = verdicts.criteria_summary(_found()).set_index("phase")
     assert "phase0" not in summary.index
     assert summary.loc["phase1", "verdict"] == "met" and summary.loc["phase1", "met"] == "3 of 3"
     assert summary.loc["phase4", "verdict"] == "met"
 
 
 def test_misses_are_judged_apart_so_a_warm_cache_cannot_pass_for_capacity():
-    misses = verdict.misses_table(_found())
+    misses = verdicts.misses_table(_found())
     row = misses.set_index("phase").loc["phase4"]
     assert row["missed_pct"] == 20.0 and row["p95_s"] < 2.2 and row["misses_p95_s"] > 2.0
     assert not row["misses_meet_final_target"]
