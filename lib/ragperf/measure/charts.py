@@ -28,6 +28,7 @@ import pandas as pd
 from cycler import cycler
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from ragperf.measure.compare import bootstrap_diff_ci
 from ragperf.measure.metrics import FAILURE_CLASSES, Slo, format_value, holds
@@ -101,10 +102,27 @@ class Chart(Figure):
         with mpl.rc_context(self.theme):
             super().draw(renderer)
 
-    def _repr_png_(self) -> bytes:
+    def png(self) -> bytes:
+        """The figure as PNG bytes, at the workbook's resolution."""
         buffer = io.BytesIO()
         self.savefig(buffer, dpi=DPI, format="png")
         return buffer.getvalue()
+
+    def _repr_png_(self) -> tuple[bytes, dict[str, str]]:
+        return self.png(), {"alt": alt_text(self)}
+
+
+def alt_text(fig: Figure) -> str:
+    """What a figure shows, in words, for readers who cannot see it: its title, each panel's title and axes."""
+    parts = [fig.get_suptitle()] if fig.get_suptitle() else []
+    for ax in fig.axes:
+        if not ax.get_visible():
+            continue
+        axis = " against ".join(label for label in (ax.get_ylabel(), ax.get_xlabel()) if label)
+        panel = "; ".join(part for part in (ax.get_title(), axis) if part)
+        if panel:
+            parts.append(panel)
+    return ". ".join(dict.fromkeys(parts)) or "A chart"
 
 
 def figure(width: float, height: float) -> Figure:
@@ -474,6 +492,63 @@ def cache_layers(layers: pd.DataFrame, title: str = "Who answered: the share of 
     return fig
 
 
+@chart
+def phase_contributions(table: pd.DataFrame, *, p95_target_s: float, users_target: float) -> Figure:
+    """What each phase contributed: p95 at 10 users (all requests, and the cache misses alone) from phase to phase
+    on a log scale, each step's change in percent, and the concurrent users each phase held, both beside the plan's
+    final targets.
+
+    ``table`` has one row per phase, in order: phase, p95_s, misses_p95_s, users, users_at_least (the ladder held
+    every step, so the capacity is a lower bound).
+    """
+    fig = figure(11, 3.8)
+    left, right = fig.subplots(1, 2, width_ratios=(3, 2))
+    fig.suptitle("What each phase contributed, against the plan's final targets")
+    x = np.arange(len(table))
+    names = table["phase"].astype(str).tolist() if len(table) else []
+    left.set_title("Response time (p95) at 10 users")
+    left.set(xlabel="Phase", ylabel="p95 (s, log scale)")
+    right.set_title("Concurrent users held")
+    right.set(xlabel="Phase", ylabel=USERS_AXIS)
+    p95, misses, users = floats(table, "p95_s"), floats(table, "misses_p95_s"), floats(table, "users")
+    if not np.isfinite(p95).any():
+        empty(left, "no data")
+    else:
+        left.set_yscale("log")
+        for axis in (left.yaxis.set_major_formatter, left.yaxis.set_minor_formatter):
+            axis(FuncFormatter(lambda value, _: f"{value:g}"))
+        left.plot(x, p95, color="black", marker="o", label="all requests")
+        for xi, value in enumerate(p95):
+            if not math.isfinite(value):
+                continue
+            before = p95[xi - 1] if xi else math.nan
+            change = f" ({100.0 * (value - before) / before:+.0f} %)" if math.isfinite(before) and before > 0 else ""
+            colour = "black" if not change else BETTER if value < before else WORSE
+            left.annotate(format_value(value, "s") + change, (xi, value), textcoords="offset points", xytext=(0, 8),
+                          ha="center", fontsize=8, color=colour)  # fmt: skip
+        if np.isfinite(misses).any():
+            left.plot(x, misses, linestyle="--", color=WORSE, marker="s", label="cache misses alone")
+        left.axhline(p95_target_s, color=BETTER, linestyle=":", label=f"target < {p95_target_s:g} s")
+        _legend(left, fontsize=8, loc="upper right")
+    if not np.isfinite(users).any():
+        empty(right, "no data")
+    else:
+        lower_bounds = table["users_at_least"].fillna(False).astype(bool) if "users_at_least" in table else x < 0
+        bars = right.bar(x, np.nan_to_num(users), color=USERS, width=0.6)
+        for bar, value, lower in zip(bars, users, lower_bounds, strict=True):
+            if lower:
+                bar.set_hatch("//")
+            if math.isfinite(value):
+                right.annotate(("≥ " if lower else "") + f"{value:g}", (bar.get_x() + bar.get_width() / 2, value),
+                               textcoords="offset points", xytext=(0, 3), ha="center", fontsize=8)  # fmt: skip
+        right.axhline(users_target, color=BETTER, linestyle=":", label=f"target ≥ {users_target:g} users")
+        right.set_ylim(0, 1.15 * max(users_target, float(np.nanmax(users))))
+        _legend(right, fontsize=8, loc="upper left")
+    for ax in (left, right):
+        ax.set_xticks(x, names)
+    return fig
+
+
 def save(fig: Figure, path: str | Path) -> Path:
     """Write ``fig`` as a PNG at 110 dpi, creating the directory; returns the path."""
     path = Path(path)
@@ -496,7 +571,7 @@ def step_explorer(records: pd.DataFrame) -> Any:
 
     def show(choice: tuple[str, str]) -> None:
         chosen = records[(records["scenario"] == choice[0]) & (records["step"] == choice[1])]
-        image.value = latency_distributions(chosen)._repr_png_()
+        image.value = latency_distributions(chosen).png()
         outcomes = chosen["error"].fillna("").replace("", "ok").value_counts().rename("requests")
         table.value = outcomes.to_frame().to_html()
 

@@ -382,7 +382,14 @@ def show_comparisons(ctx: PhaseContext, pairs: Sequence[tuple[str, str]]) -> dic
 
 
 def verdict(ctx: PhaseContext, result: Mapping[str, Any], impact: pd.DataFrame) -> str:
-    """The phase's verdict in Markdown: its criteria, the SLO, and how many of the plan's expected impacts were met."""
+    """The phase's verdict in Markdown: its criteria, the SLO, and how many of the plan's expected impacts were met.
+
+    The impacts are also kept in the phase's metrics.json (``expected_impact``), where the report reads them."""
+    path = ctx.out / "metrics.json"
+    if path.exists():
+        metrics.write_metrics_json(
+            path, {**metrics.read_metrics_json(path), "expected_impact": impact.to_dict("records")}
+        )
     met = int((impact["met"] == "met").sum()) if "met" in impact else 0
     return "\n\n".join([verdicts.verdict_text(result, ctx.phase, ctx.criteria), slo_verdict(result, ctx.slo),
                         f"Of the plan's {len(impact)} expected impacts, {met} were met."])  # fmt: skip
