@@ -383,3 +383,47 @@ def test_a_locust_that_cannot_start_is_an_error_with_its_log(tmp_path, monkeypat
     with pytest.raises(loadgen.LoadgenError, match="recorded nothing"):
         loadgen.run_load("http://127.0.0.1:9", _items(1), users=1, duration_s=1, out_dir=tmp_path, scenario="s",
                          step="x", progress=False)  # fmt: skip
+
+
+def _wait_for(condition, what, limit_s=60.0):
+    deadline = time.monotonic() + limit_s
+    while not condition():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_stop_event_ends_the_test_early_and_keeps_its_records(service, tmp_path):
+    svc, url = service
+    before = Counter(svc.counts)
+    stop, outcome = threading.Event(), {}
+
+    def run():
+        outcome["result"] = loadgen.run_load(url, MIXED[:6], users=2, duration_s=120.0, out_dir=tmp_path, scenario="s",
+                                             step="stopped", progress=False, stop=stop)  # fmt: skip
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    _wait_for(lambda: len(engine.live_records(tmp_path / "records")) >= 5 or not thread.is_alive(), "live records")
+    assert thread.is_alive(), "the test ended before it was stopped"
+    seen = len(engine.live_records(tmp_path / "records"))
+    stop.set()
+    thread.join(60)
+    assert not thread.is_alive(), "run_load did not return after the stop event"
+    result = outcome["result"]
+    assert result.stopped
+    assert seen <= len(result.records) <= sum((svc.counts - before).values())
+    assert result.duration_s < 60, "the test ran on to its full duration"
+    assert len(pd.read_parquet(tmp_path / "requests.parquet")) == len(result.records)
+    assert _gone(result.pids)
+
+
+def test_live_records_read_a_line_in_progress_without_a_warning(tmp_path, caplog):
+    sink = recording.RecordSink(tmp_path / "records-local-1.jsonl")
+    sink.add(_record(start=1.7e9))
+    sink.flush()
+    with (tmp_path / "records-local-1.jsonl").open("a") as f:
+        f.write('{"scenario": "half wri')
+    with caplog.at_level("WARNING"):
+        assert len(engine.live_records(tmp_path)) == 1
+    assert not caplog.records
+    assert engine.live_records(tmp_path / "none").empty

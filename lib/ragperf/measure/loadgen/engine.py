@@ -14,6 +14,7 @@ import shlex
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ class LoadResult:
     workers: int = 0
     out_dir: Path | None = None
     pids: tuple[int, ...] = field(default_factory=tuple)
+    stopped: bool = False  # ended early by the caller's stop event
 
 
 @dataclass
@@ -86,19 +88,34 @@ def records_frame(rows: Iterable[dict]) -> pd.DataFrame:
     return frame.sort_values("start", kind="stable").reset_index(drop=True)
 
 
-def read_records(records_dir: Path) -> pd.DataFrame:
-    """All records the Locust processes wrote to ``records_dir`` (``records-*.jsonl``)."""
+def _record_rows(records_dir: Path) -> tuple[list[dict], int]:
+    """The records in ``records_dir`` and how many lines could not be read."""
     rows, bad = [], 0
     for path in sorted(Path(records_dir).glob("records-*.jsonl")):
-        with path.open(encoding="utf-8") as f:
-            for line in f:
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError:  # a line cut short by a killed process
-                    bad += 1
+        try:
+            with path.open(encoding="utf-8") as f:
+                for line in f:
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError:  # a line cut short by a killed process, or still being written
+                        bad += 1
+        except FileNotFoundError:  # replaced between the listing and the read
+            continue
+    return rows, bad
+
+
+def read_records(records_dir: Path) -> pd.DataFrame:
+    """All records the Locust processes wrote to ``records_dir`` (``records-*.jsonl``)."""
+    rows, bad = _record_rows(records_dir)
     if bad:
         log.warning("%s: skipped %d unreadable record lines", records_dir, bad)
     return records_frame(rows)
+
+
+def live_records(records_dir: Path) -> pd.DataFrame:
+    """The records written so far by a test that may still run: as :func:`read_records`, without the warning
+    about a line the writer has not finished yet."""
+    return records_frame(_record_rows(records_dir)[0])
 
 
 def generator_note(cpu: pd.DataFrame, *, workers: int = 0) -> str:
@@ -139,6 +156,7 @@ def run_load(
     progress: bool = True,
     remote_workers: int = 0,
     master_port: int = 0,
+    stop: threading.Event | None = None,
 ) -> LoadResult:
     """Run one closed-loop load test against ``base_url`` and record every request.
 
@@ -158,6 +176,8 @@ def run_load(
         progress: Show a progress bar.
         remote_workers: Workers on other machines the master waits for (see the locustfile's docstring).
         master_port: The master's port; 0 picks a free one (give a fixed one for remote workers).
+        stop: When set (from another thread), the test ends early: Locust's processes are stopped by PID
+            (they flush their records as they quit) and what they recorded is read back (``stopped``).
 
     Raises:
         LoadgenError: Locust failed and recorded nothing; the message has the end of its log.
@@ -185,7 +205,10 @@ def run_load(
         for i in range(workers):
             procs.append(_spawn(f"worker-{i}", _worker_argv(port), env, out_dir))
         limit = duration_s + timeout_s + OVERRUN_S + (120.0 if remote_workers else 0.0)
-        samples = _watch(procs, records_dir / "status.json", duration_s, limit, progress, f"{scenario} {step}")
+        samples = _watch(procs, records_dir / "status.json", duration_s, limit, progress, f"{scenario} {step}", stop)
+        stopped = stop is not None and stop.is_set() and procs[0].popen.poll() is None
+        if stopped:  # the master (or the only process) first: it quits its workers and flushes what they sent
+            _stop_all(procs[:1])
         exit_code = _wait_and_stop(procs)
     finally:
         _stop_all(procs)
@@ -195,7 +218,7 @@ def run_load(
         raise LoadgenError(f"Locust exited with {exit_code} and recorded nothing:\n{_tail(out_dir / 'locust.log')}")
     if records.empty:
         log.warning("the load test recorded no requests; see %s", out_dir / "locust.log")
-    elif exit_code != 0:
+    elif exit_code != 0 and not stopped:
         log.warning("Locust exited with %d; see %s", exit_code, out_dir / "locust.log")
     records.to_parquet(out_dir / "requests.parquet", index=False)
     cpu = pd.DataFrame(samples, columns=["t", "process", "cpu_percent", "running"])
@@ -215,6 +238,7 @@ def run_load(
         workers=workers,
         out_dir=out_dir,
         pids=tuple(p.popen.pid for p in procs),
+        stopped=stopped,
     )
 
 
@@ -334,9 +358,15 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], out_dir: Path) -> _P
 
 
 def _watch(
-    procs: list[_Proc], status_file: Path, duration_s: float, limit_s: float, progress: bool, desc: str
+    procs: list[_Proc],
+    status_file: Path,
+    duration_s: float,
+    limit_s: float,
+    progress: bool,
+    desc: str,
+    stop: threading.Event | None = None,
 ) -> list[tuple[float, str, float, bool]]:
-    """Sample CPU and show progress until the first process (local or master) exits or overruns."""
+    """Sample CPU and show progress until the first process (local or master) exits, overruns, or ``stop`` is set."""
     samples: list[tuple[float, str, float, bool]] = []
     t0 = time.monotonic()
     started: float | None = None
@@ -344,6 +374,9 @@ def _watch(
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s {postfix}"
     with progress_bar(total=round(duration_s, 1), desc=desc, bar_format=bar_format, disable=not progress) as bar:
         while main.poll() is None:
+            if stop is not None and stop.is_set():
+                log.info("stopping the test early, as asked")
+                break
             now = time.monotonic()
             if now - t0 > limit_s:
                 log.error("Locust overran %.0f s; killing it", limit_s)
@@ -360,7 +393,10 @@ def _watch(
                 bar.n = round(min(duration_s, now - started), 1)
                 bar.set_postfix(users=status.get("users", 0), requests=status.get("requests", 0), refresh=False)
                 bar.refresh()
-            time.sleep(SAMPLE_INTERVAL_S)
+            if stop is not None:
+                stop.wait(SAMPLE_INTERVAL_S)
+            else:
+                time.sleep(SAMPLE_INTERVAL_S)
         if started is not None:
             bar.n = round(min(duration_s, time.monotonic() - started), 1)
             bar.refresh()
