@@ -64,7 +64,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
     run_id = args.run_id or next(iter(runs.list_runs()), None)
     if run_id is None:
         raise RunError(f"no runs in {runs.outputs_dir()}: run `ragperf run all` first")
-    print(f"report: {report.render_report(run_id)}")
+    made = report.render_report(run_id)
+    print(f"report: {made.html}")
+    print(f"pdf:    {made.pdf}" if made.pdf else f"pdf:    not made: {made.pdf_error}")
     return 0
 
 
@@ -79,6 +81,39 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         table.to_csv(args.csv, index=False)
         print(f"table: {args.csv}")
     return 0
+
+
+def _cmd_history(args: argparse.Namespace) -> int:
+    from ragperf import runs
+    from ragperf.measure import charts
+    from ragperf.runs import history
+
+    table = history.history(args.phase, args.metric)
+    if table.empty:
+        root = runs.outputs_dir()
+        if args.phase is None or not runs.list_runs():
+            raise RunError(f"no runs in {root}: run `ragperf run all` first (or set {runs.OUTPUTS_ENV} to where "
+                           f"the runs are)")  # fmt: skip
+        recorded = sorted(set(history.history()["phase"]), key=runs.phase_sort_key)
+        raise RunError(f"no runs in {root} have {args.phase}/metrics.json; phases recorded: "
+                       f"{', '.join(recorded) or 'none'}")  # fmt: skip
+    print(history.history_text(table))
+    path = Path(args.chart) if args.chart else runs.outputs_dir() / "history.png"
+    charts.save(history.history_chart(table), path)
+    print(f"chart: {path}")
+    if args.csv:
+        table.to_csv(args.csv, index=False)
+        print(f"table: {args.csv}")
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from ragperf.runs import history
+
+    gate = history.check(args.baseline, args.current, tolerance_pct=args.tolerance, metrics=args.metric)
+    print(gate.heading)
+    print(gate.text())
+    return 0 if gate.ok else 1
 
 
 def _cmd_lab_reset(args: argparse.Namespace) -> int:
@@ -263,6 +298,22 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--current", required=True, metavar="RUN:PHASE", help="e.g. phase1 (the newest run with it)")
     cmp_.add_argument("--csv", help="also write the table to this CSV file")
     cmp_.set_defaults(func=_cmd_compare)
+
+    hist = sub.add_parser("history", help="every run's numbers, oldest first, as a table and a trend chart")
+    hist.add_argument("--phase", help="only this phase, e.g. phase4 (default: every phase)")
+    hist.add_argument("--metric", action="append", metavar="KEY",
+                      help="a metric key to show (repeatable; default: the users' seven measured)")  # fmt: skip
+    hist.add_argument("--chart", metavar="FILE", help="where to write the chart (default: <outputs>/history.png)")
+    hist.add_argument("--csv", metavar="FILE", help="also write the table to this CSV file")
+    hist.set_defaults(func=_cmd_history)
+
+    gate = sub.add_parser("check", help="regression gate: exit 1 when current is worse than baseline beyond noise")
+    gate.add_argument("--baseline", required=True, metavar="RUN:PHASE", help="e.g. 20261128T...-smoke:phase4")
+    gate.add_argument("--current", required=True, metavar="RUN:PHASE", help="e.g. phase4 (the newest run with it)")
+    gate.add_argument("--tolerance", type=float, default=10.0, metavar="PCT",
+                      help="how much worse, in %% of the baseline, a metric may get (default: 10)")  # fmt: skip
+    gate.add_argument("--metric", action="append", metavar="KEY", help="only this metric key (repeatable)")
+    gate.set_defaults(func=_cmd_check)
 
     rep = sub.add_parser("report", help="render a run's HTML report (default: the newest run)")
     rep.add_argument("run_id", nargs="?", help="a run id in outputs/ or a run directory")

@@ -154,7 +154,9 @@ def compare(
     )
 
 
-def _describe(row: Any) -> str:
+def describe(row: Any) -> str:
+    """One comparison row (a :func:`compare` row, as ``itertuples`` gives it) in words: the metric and step,
+    before → after, the change (percentage points for a percentage, else percent) and its 95 % interval."""
     where = f" ({row.step})" if row.step else ""
     before, after = format_value(_num(row.baseline), row.unit), format_value(_num(row.current), row.unit)
     text = f"{row.metric}{where}: {before} → {after}"
@@ -187,5 +189,5 @@ def compare_text(df: pd.DataFrame) -> str:
         chosen = df[df["call"] == call]
         if not chosen.empty:
             lines.append(f"{heading}:")
-            lines.extend(f"- {_describe(row)}." for row in chosen.itertuples(index=False))
+            lines.extend(f"- {describe(row)}." for row in chosen.itertuples(index=False))
     return "\n".join(lines)
