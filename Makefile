@@ -25,10 +25,12 @@ lint: setup
 	$(VENV)/bin/ruff check lib lab tests benchmarks
 	$(VENV)/bin/ruff format --check lib lab tests benchmarks
 
-# JupyterLab refuses root without --allow-root; as root (CI, containers) it is given.
+# JupyterLab on the workbench (the phase notebooks beside it). It refuses root without --allow-root; as root
+# (CI, containers) it is given.
 lab: setup
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --ServerApp.ip=127.0.0.1 --ServerApp.port=$(LAB_PORT) \
-		--no-browser --MappingKernelManager.default_kernel_name=ragperf $(ALLOW_ROOT)
+		--no-browser --MappingKernelManager.default_kernel_name=ragperf \
+		--LabApp.default_url=/lab/tree/workbench.ipynb $(ALLOW_ROOT)
 
 lab-up: setup
 	$(RAGPERF) lab up --profile $(PROFILE)

@@ -16,8 +16,9 @@ from ragperf.core import procs
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_make_lab_serves_jupyterlab_as_whoever_runs_it(tmp_path: Path):
-    """JupyterLab exits at once as root unless given --allow-root; ``make lab`` gives it when it is root."""
+def test_make_lab_serves_jupyterlab_on_the_workbench_as_whoever_runs_it(tmp_path: Path):
+    """JupyterLab exits at once as root unless given --allow-root; ``make lab`` gives it when it is root, and opens
+    the workbench."""
     port = procs.free_port()
     log = tmp_path / "lab.log"
     with log.open("wb") as out:
@@ -28,12 +29,13 @@ def test_make_lab_serves_jupyterlab_as_whoever_runs_it(tmp_path: Path):
     try:
         deadline, url = time.monotonic() + 90, None
         while url is None and time.monotonic() < deadline and lab.poll() is None:
-            found = re.search(rf"http://127\.0\.0\.1:{port}/lab\?token=\w+", log.read_text(errors="replace"))
+            found = re.search(rf"http://127\.0\.0\.1:{port}/\S*\?token=\w+", log.read_text(errors="replace"))
             url = found[0] if found else None
             time.sleep(0.5)
         assert url is not None, f"make lab (as uid {os.getuid()}) served nothing:\n{log.read_text()[-2000:]}"
         page = httpx.get(url, timeout=30, follow_redirects=True)
         assert page.status_code == 200 and "JupyterLab" in page.text
+        assert page.url.path == "/lab/tree/workbench.ipynb", page.url
     finally:
         if lab.poll() is None:
             os.killpg(lab.pid, signal.SIGTERM)  # the group make started: make, then jupyter lab under it
