@@ -540,9 +540,12 @@ class Cost:
                 continue
             low, high = d["p95_ci_s"]
             relative = "" if d["p95_change_pct"] is None else f" ({d['p95_change_pct']:+.1f} %)"
-            parts.append(f"on {kind}, p95 changed by {1000 * d['p95_diff_s']:+.3f} ms{relative} (95 % interval "
-                         f"{1000 * low:+.3f} to {1000 * high:+.3f} ms: {d['p95_verdict']}) and throughput by a factor "
-                         f"of {d['throughput_ratio']:.3f}")  # fmt: skip
+            ratio = d["throughput_ratio"]
+            throughput = ("throughput could not be compared (no answer without the monitoring)" if ratio is None
+                          else f"throughput by a factor of {ratio:.3f}")  # fmt: skip
+            interval = f"95 % interval {1000 * low:+.3f} to {1000 * high:+.3f} ms: {d['p95_verdict']}"
+            parts.append(f"on {kind}, p95 changed by {1000 * d['p95_diff_s']:+.3f} ms{relative} ({interval}) and "
+                         f"{throughput}")  # fmt: skip
         if not parts:
             return "The monitoring's cost was not measured."
         rounds = len(self.difference(self.kinds()[0]).get("steps", []))

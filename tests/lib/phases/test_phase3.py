@@ -76,6 +76,14 @@ def test_the_cost_is_noise_when_both_states_measure_alike_and_slower_when_they_d
     assert phase3.Cost([], pd.DataFrame()).difference() == {} and not phase3.Cost([], pd.DataFrame()).negligible()
 
 
+def test_the_cost_says_so_when_no_request_was_answered_without_the_monitoring():
+    same = [0.2 + 0.01 * (i % 7) for i in range(50)]
+    cost = phase3.Cost([("misses", "off", result(records(T0, same, ok=False))),
+                        ("misses", "on", result(records(T0, same)))], pd.DataFrame())  # fmt: skip
+    assert cost.difference("misses")["throughput_ratio"] is None
+    assert "throughput could not be compared (no answer without the monitoring)" in cost.text()
+
+
 def test_expected_impact_is_met_only_with_data_in_every_panel_and_an_alert_proven_end_to_end():
     coverage = pd.DataFrame({"dashboard": ["service", "node"], "panel": ["a", "b"], "points": [3, 0],
                              "has data": [True, False]})  # fmt: skip
