@@ -151,12 +151,15 @@ def _port_for(state: LabState, name: str) -> int:
     return previous if previous and procs.port_is_free(previous) else procs.free_port()
 
 
+SIMULATOR_KEY_ENV = "RAGPERF_LLM_API_KEY"  # ragperf_lab.llm_simulator.API_KEY_ENV: set, it requires that key
+
+
 def external_provider() -> Provider | None:
     """A real provider from RAGPERF_LLM_BASE_URL / RAGPERF_LLM_API_KEY, if one is configured."""
     url = os.environ.get("RAGPERF_LLM_BASE_URL")
     if not url:
         return None
-    return Provider(url, SecretStr(os.environ.get("RAGPERF_LLM_API_KEY", "")))
+    return Provider(url, SecretStr(os.environ.get(SIMULATOR_KEY_ENV, "")))
 
 
 def up(profile: str = "smoke", lab_dir: Path | None = None) -> LabState:
@@ -246,7 +249,8 @@ def _restart_llm(state: LabState, previous: procs.Proc) -> None:
         return
     if previous.port is None or not procs.port_is_free(previous.port):
         raise LabError(f"the LLM simulator's port {previous.port} is taken: run `ragperf lab up` to move it")
-    proc = procs.start("llm", previous.argv, state.lab_dir / "llm.log", port=previous.port)
+    proc = procs.start("llm", previous.argv, state.lab_dir / "llm.log", port=previous.port,
+                       env=simulator_environment())  # fmt: skip
     procs.wait_http(f"http://127.0.0.1:{previous.port}/health", proc)
     state.processes["llm"] = proc
     state.save()
@@ -312,6 +316,12 @@ def _ensure_postgres(state: LabState, creds: labdb.Credentials) -> None:
     labdb.bootstrap(port, creds)
 
 
+def simulator_environment() -> dict[str, str]:
+    """This process's environment without RAGPERF_LLM_API_KEY: that key is meant for a real provider, and the
+    simulator, given it, would refuse the lab's app, which has no key for it."""
+    return {k: v for k, v in os.environ.items() if k != SIMULATOR_KEY_ENV}
+
+
 def _ensure_llm(state: LabState) -> Provider:
     if (provider := external_provider()) is not None:
         _stop_service(state, "llm")
@@ -320,7 +330,7 @@ def _ensure_llm(state: LabState) -> Provider:
     if not state.alive("llm"):
         port = _port_for(state, "llm")
         argv = [sys.executable, "-m", "ragperf_lab.llm_simulator", "--host", "127.0.0.1", "--port", str(port)]
-        proc = procs.start("llm", argv, state.lab_dir / "llm.log", port=port)
+        proc = procs.start("llm", argv, state.lab_dir / "llm.log", port=port, env=simulator_environment())
         procs.wait_http(f"http://127.0.0.1:{port}/health", proc)
         state.processes["llm"] = proc
         state.llm_base_url = f"http://127.0.0.1:{port}/v1"

@@ -77,7 +77,11 @@ def test_second_up_reuses_everything(lab_up, lab_dir):
     assert after == before
 
 
-def test_a_killed_process_is_detected_and_up_recovers(lab_up, lab_dir):
+def test_a_killed_process_is_detected_and_up_recovers(lab_up, lab_dir, monkeypatch):
+    import httpx
+
+    # a key meant for a real provider, in the environment: the simulator must not start asking for it
+    monkeypatch.setenv("RAGPERF_LLM_API_KEY", "sk-meant-for-a-real-provider")
     state = lab.LabState.load(lab_dir)
     victim = state.processes["llm"]
     os.kill(victim.pid, 9)
@@ -90,6 +94,9 @@ def test_a_killed_process_is_detected_and_up_recovers(lab_up, lab_dir):
     assert info["up"] is True
     assert info["services"]["llm"]["pid"] != victim.pid
     assert info["services"]["postgres"]["pid"] == lab_up["services"]["postgres"]["pid"]
+    asked = httpx.post(f"{info['app_url']}/ask", json={"question": f"recovered {os.getpid()}", "mode": "fast"},
+                       timeout=60)  # fmt: skip
+    assert asked.status_code == 200, asked.text[:300]
 
 
 def test_unknown_profile_is_refused_naming_the_allowed_ones(lab_dir):
