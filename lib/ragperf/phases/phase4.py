@@ -371,7 +371,8 @@ class Curve:
         for pooled, group in best.groupby("pgbouncer"):
             group = group.sort_values("instances")
             base = float(group["max_throughput_rps"].iloc[0])
-            ratios = ", ".join(f"{int(r.instances)}: {r.max_throughput_rps:.1f}/s (×{r.max_throughput_rps / base:.2f})"
+            ratios = ", ".join(f"{int(r.instances)}: {r.max_throughput_rps:.1f}/s"
+                               + (f" (×{r.max_throughput_rps / base:.2f})" if base > 0 else "")
                                for r in group.itertuples())  # fmt: skip
             gains = group["max_throughput_rps"].pct_change().fillna(1.0).tolist()
             flat = next((int(n) for n, g in zip(group["instances"], gains, strict=True) if g < 0.10), None)
