@@ -13,18 +13,21 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import subprocess
 import sys
+import unicodedata
 from pathlib import Path
 
 import httpx
 import pandas as pd
 import psycopg
+import pypdf
 import pytest
 import yaml
 
 from ragperf import lab, runs
-from ragperf.core import procs
+from ragperf.core import procs, redact
 from ragperf.measure import metrics
 from ragperf.systems import cachetier, scaletier, supervisor
 from ragperf.systems.monitoring import stack
@@ -37,6 +40,9 @@ QUICK = REPO / "tests" / "params" / "quick.yaml"
 # A plan-mode run still measures the target as it is; these tests look at what it planned, so shortly.
 PLAN_MODE_LOAD = {"query_latency_questions": 4, "query_latency_time_limit_s": 5, "fixed_duration_s": 3,
                   "ladder_users": [5], "ladder_step_s": 3, "cache_speedup_questions": 2}  # fmt: skip
+# A secret the run is given through the environment (an LLM provider's key: the lab's simulator ignores it), which
+# must reach no notebook, report, PDF or chart.
+SECRET_ENV = {"RAGPERF_LLM_API_KEY": f"sk-e2e-{secrets.token_hex(12)}"}
 MONITOR_PROCESSES = ("pgexporter", "node", "nginx_exporter", "redis_exporter", "mtail", "alertsink", "alertmanager",
                      "prometheus")  # fmt: skip
 
@@ -89,7 +95,7 @@ def tuned(env, ragperf, lab_dir) -> tuple[runs.Run, dict]:
     lab.reset_tuning(lab_dir)
     with _connect(lab_dir) as conn:
         before = pgsettings.settings_snapshot(conn)
-    done = ragperf(env, "run", "all", "--profile", "smoke", "--params", str(QUICK))
+    done = ragperf({**env, **SECRET_ENV}, "run", "all", "--profile", "smoke", "--params", str(QUICK))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id), before  # open_run: only in this process's outputs/
@@ -413,7 +419,7 @@ def _notebook_text(path: Path) -> str:
     return "\n".join(parts)
 
 
-def test_saved_notebooks_and_the_report_keep_one_progress_line_per_bar(tuned, env, ragperf):
+def test_saved_notebooks_and_the_report_keep_one_progress_line_per_bar(tuned, report):
     """What people read holds results: each load step's bar (and each index build's) is one line, in its final
     state, not one line per redraw."""
     run, _ = tuned
@@ -428,6 +434,92 @@ def test_saved_notebooks_and_the_report_keep_one_progress_line_per_bar(tuned, en
         lines = _progress_lines(_notebook_text(run.path / f"{phase}.ipynb"))
         assert 0 < lines <= bars, f"{phase}: {lines} progress lines for {steps} load steps and {builds} builds"
         bars_total += bars
-    done = ragperf(env, "report", run.id)
-    assert done.returncode == 0, done.stderr
-    assert _progress_lines((run.path / "report.html").read_text()) <= bars_total
+    assert _progress_lines(report.read_text()) <= bars_total
+
+
+@pytest.fixture(scope="module")
+def report(tuned, env, ragperf) -> Path:
+    """``ragperf report`` of the end-to-end run: the page and its PDF."""
+    run, _ = tuned
+    done = ragperf({**env, **SECRET_ENV}, "report", run.id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"pdf:    {run.path / 'report.pdf'}" in done.stdout, done.stdout
+    return run.path / "report.html"
+
+
+def _pdf_text(path: Path) -> str:
+    return unicodedata.normalize("NFKC", "".join(page.extract_text() for page in pypdf.PdfReader(path).pages))
+
+
+def test_the_report_reads_in_a_browser_offline_with_the_verdict_first_and_a_pdf_of_it(tuned, report, browser):
+    """A stakeholder's view: headless Chromium with the network off opens the page; nothing leaves it, nothing errs,
+    the verdict and the seven metrics beside their targets come first; the first page's screenshot stays in the run."""
+    run, _ = tuned
+    context = browser.new_context(offline=True, viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    requests, problems = [], []
+    page.on("request", lambda request: requests.append(request.url))
+    page.on("console", lambda message: message.type in ("error", "warning") and problems.append(message.text))
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.goto(report.as_uri(), wait_until="load")
+    summary = unicodedata.normalize("NFKC", page.inner_text("#summary"))
+    page.screenshot(path=run.path / "report-first-page.png")
+    broken = page.evaluate("[...document.images].filter(i => !i.complete || !i.naturalWidth || !i.alt).length")
+    context.close()
+
+    assert [url for url in requests if not url.startswith("data:")] == [report.as_uri()]
+    assert not problems, problems
+    assert broken == 0  # every image is inline, loads offline, and says what it shows
+    assert "A chart of this phase" not in report.read_text()  # the fallback: every chart described itself
+    assert re.search(r"The plan's final target \(.*\) is (not )?met after phase4", summary), summary[:500]
+    for label in ("Response time (p95) at 10 users", "Success rate at 10 users", "Max concurrent users within the SLO"):
+        assert re.search(rf"{re.escape(label)}: .+ → .+ \(phase0 → phase4\); target .+: (met|not met)", summary)
+    for heading in ("Each phase against its own success criteria", "The plan's expected impacts", "Not met yet",
+                    "Rolling back"):  # fmt: skip
+        assert heading in summary
+    assert (run.path / "report-first-page.png").stat().st_size > 10_000
+    pdf = _pdf_text(run.path / "report.pdf")
+    assert "Response time (p95) at 10 users:" in pdf and "Rolling back" in pdf and "Provenance" in pdf
+
+
+@pytest.fixture(scope="module")
+def history(tuned, env, ragperf) -> tuple[str, Path]:
+    """``ragperf history --phase phase4`` over the outputs: what it printed and its chart."""
+    chart = Path(env["RAGPERF_OUTPUTS"]) / "history.png"
+    done = ragperf({**env, **SECRET_ENV}, "history", "--phase", "phase4", "--chart", str(chart))
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout, chart
+
+
+def test_history_of_the_scheduled_runs_is_a_table_and_a_chart(tuned, history):
+    run, _ = tuned
+    text, chart = history
+    assert run.id in text and "phase4" in text and "response_time_10_users" in text
+    assert f"chart: {chart}" in text and chart.stat().st_size > 10_000
+
+
+def test_the_regression_gate_passes_an_improvement_and_fails_a_regression(tuned, env, ragperf):
+    """phase4 against phase0 of the same run got better; the other way round is a regression, named."""
+    run, _ = tuned
+    better = ragperf(env, "check", "--baseline", f"{run.id}:phase0", "--current", f"{run.id}:phase4",
+                     "--metric", "response_time_10_users")  # fmt: skip
+    assert better.returncode == 0, better.stdout + better.stderr
+    assert "no regression beyond noise" in better.stdout
+    worse = ragperf(env, "check", "--baseline", f"{run.id}:phase4", "--current", f"{run.id}:phase0",
+                    "--metric", "response_time_10_users")  # fmt: skip
+    assert worse.returncode == 1, worse.stdout + worse.stderr
+    assert "Response time (p95) at 10 users" in worse.stdout
+    missing = ragperf(env, "check", "--baseline", "nosuchrun:phase0", "--current", f"{run.id}:phase4")
+    assert missing.returncode == 2 and missing.stderr.startswith("ragperf: ") and "nosuchrun" in missing.stderr
+
+
+def test_the_secret_given_through_the_environment_is_in_no_report_pdf_chart_or_notebook(tuned, report, history, env):
+    run, _ = tuned
+    secret = SECRET_ENV["RAGPERF_LLM_API_KEY"]
+    outputs = [report, run.path / "report.pdf", run.path / "report-contributions.png", *run.path.glob("*.ipynb"),
+               run.path / "manifest.json", history[1]]  # fmt: skip
+    for path in outputs:
+        assert path.exists(), path
+        assert not redact.find_secrets(path.read_bytes(), [secret]), path
+    pdf = _pdf_text(run.path / "report.pdf")
+    assert secret not in pdf and secret[-8:] not in pdf
