@@ -325,7 +325,7 @@ class Workbench:
             changes.undo(knob.applied, self.journal)
         self.knobs.remove(knob)
         if knob.name == "cache":
-            self.url = self.app_url if knob.value == "on" else self._cache_url()
+            self.url = self.app_url if knob.value == "on" else cachetier.desired(self.target, self.params).url
         return knob
 
     def undo_all(self) -> list[Knob]:
@@ -334,10 +334,6 @@ class Workbench:
         while self.knobs:
             undone.append(self.undo())
         return undone
-
-    def _cache_url(self) -> str:
-        tier = cachetier.running(cachetier.state_dir(self.target, self.params))
-        return f"http://{tier.nginx.listen_host}:{tier.nginx.listen_port}" if tier.nginx else self.app_url
 
     def close(self) -> None:
         """Stop a running step and wait for it (the knobs stay: undo them first to leave the target as it was)."""
