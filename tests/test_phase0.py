@@ -21,12 +21,13 @@ from ragperf.measure import metrics
 pytestmark = pytest.mark.lab
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+QUICK = REPO / "tests" / "params" / "quick.yaml"
 
 
 @pytest.fixture(scope="module")
 def first_run(env, ragperf) -> runs.Run:
-    """``ragperf run phase0`` on the smoke profile, as a user would type it."""
-    done = ragperf(env, "run", "phase0", "--profile", "smoke")
+    """``ragperf run phase0`` on the smoke profile, as a user would type it (with the tests' shorter steps)."""
+    done = ragperf(env, "run", "phase0", "--profile", "smoke", "--params", str(QUICK))
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     (run_id,) = os.listdir(env["RAGPERF_OUTPUTS"])
     return runs.Run(run_id, Path(env["RAGPERF_OUTPUTS"]) / run_id)  # open_run: only in this process's outputs/
