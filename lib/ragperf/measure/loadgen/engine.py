@@ -367,6 +367,7 @@ def _watch(
     stop: threading.Event | None = None,
 ) -> list[tuple[float, str, float, bool]]:
     """Sample CPU and show progress until the first process (local or master) exits, overruns, or ``stop`` is set."""
+    stop = stop or threading.Event()  # never set: the test runs to its end
     samples: list[tuple[float, str, float, bool]] = []
     t0 = time.monotonic()
     started: float | None = None
@@ -374,7 +375,7 @@ def _watch(
     bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s {postfix}"
     with progress_bar(total=round(duration_s, 1), desc=desc, bar_format=bar_format, disable=not progress) as bar:
         while main.poll() is None:
-            if stop is not None and stop.is_set():
+            if stop.is_set():
                 log.info("stopping the test early, as asked")
                 break
             now = time.monotonic()
@@ -393,10 +394,7 @@ def _watch(
                 bar.n = round(min(duration_s, now - started), 1)
                 bar.set_postfix(users=status.get("users", 0), requests=status.get("requests", 0), refresh=False)
                 bar.refresh()
-            if stop is not None:
-                stop.wait(SAMPLE_INTERVAL_S)
-            else:
-                time.sleep(SAMPLE_INTERVAL_S)
+            stop.wait(SAMPLE_INTERVAL_S)
         if started is not None:
             bar.n = round(min(duration_s, time.monotonic() - started), 1)
             bar.refresh()
