@@ -153,6 +153,11 @@ def verdict_text(metrics: Mapping[str, Any], phase: str, criteria: Slo | None = 
 PHASES = ("phase0", "phase1", "phase2", "phase3", "phase4")
 FIXED_SCENARIO = "fixed"  # the fixed-concurrency scenario's name in the request records
 FINAL = PHASE_CRITERIA["phase4"]  # the plan's final target: p95 < 1.5 s, success > 95 %, 100+ users
+TARGET_VALUES: dict[str, float] = {  # the numbers of TARGETS, e.g. to draw as lines
+    f"response_time_{CRITERIA_USERS}_users": FINAL.p95_s,
+    f"success_rate_{CRITERIA_USERS}_users": FINAL.success_rate_pct,
+    "max_concurrent_users": float(FINAL.min_users),
+}
 TARGETS: dict[str, tuple[str, Any]] = {
     f"response_time_{CRITERIA_USERS}_users": (f"< {FINAL.p95_s:g} s", lambda v: v < FINAL.p95_s),
     f"success_rate_{CRITERIA_USERS}_users": (f"≥ {FINAL.success_rate_pct:g} %", lambda v: v >= FINAL.success_rate_pct),

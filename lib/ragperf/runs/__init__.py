@@ -52,7 +52,7 @@ log = logging.getLogger(__name__)
 
 OUTPUTS_ENV = "RAGPERF_OUTPUTS"
 TIMESTAMP_FORMAT = "%Y%m%dT%H%M%SZ"
-_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")  # profiles and phases: no "-", which separates id parts
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")  # profiles and phases: no "-", which separates id parts
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 _MAX_SUFFIX = 1000
 _COLUMNS = ("unit", "source", "pending_restart")
@@ -90,7 +90,7 @@ def phase_sort_key(phase: str) -> list[Any]:
 
 
 def _check_name(value: str, what: str) -> str:
-    if not _NAME.match(value):
+    if not NAME.match(value):
         raise RunError(f"bad {what} name {value!r}: use letters, digits, '_' and '.', starting with a letter")
     return value
 
@@ -125,7 +125,7 @@ class Run:
         """The phases present (a notebook or a phase directory), in phase order."""
         names = {p.stem for p in self.path.glob("*.ipynb")}
         names |= {p.name for p in self.path.iterdir() if p.is_dir()}
-        return sorted((n for n in names if _NAME.match(n)), key=phase_sort_key)
+        return sorted((n for n in names if NAME.match(n)), key=phase_sort_key)
 
     def recorded_params(self, phase: str) -> dict[str, Any]:
         """The parameters ``phase`` ran with, as its ``params.yaml`` recorded them (secrets redacted), without
@@ -164,7 +164,7 @@ def new_run(profile: str, run_id: str | None = None) -> Run:
         except FileExistsError:
             raise RunExistsError(f"run {run_id} exists already in {root}; runs are never overwritten") from None
     else:
-        run_id = _make_unique(root, f"{now.strftime(TIMESTAMP_FORMAT)}-{git['short']}-{profile}")
+        run_id = make_unique(root, f"{now.strftime(TIMESTAMP_FORMAT)}-{git['short']}-{profile}")
     run = Run(run_id, root / run_id)
     skeleton = {
         "run_id": run_id,
@@ -178,7 +178,8 @@ def new_run(profile: str, run_id: str | None = None) -> Run:
     return run
 
 
-def _make_unique(root: Path, base: str) -> str:
+def make_unique(root: Path, base: str) -> str:
+    """Create ``root/base`` (``base-2``, ``base-3``... when taken) and return the name made."""
     for n in range(1, _MAX_SUFFIX):
         candidate = base if n == 1 else f"{base}-{n}"
         try:

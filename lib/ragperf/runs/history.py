@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -37,10 +36,9 @@ import numpy as np
 import pandas as pd
 
 from ragperf import runs
-from ragperf.core.criteria import CRITERIA_USERS
 from ragperf.measure import charts, compare
 from ragperf.measure.metrics import REGISTRY, USERS_KEYS, format_value, metric, read_metrics_json, value_of
-from ragperf.measure.verdicts import FINAL, TARGETS
+from ragperf.measure.verdicts import TARGET_VALUES, TARGETS
 
 log = logging.getLogger(__name__)
 
@@ -50,15 +48,6 @@ DEFAULT_TOLERANCE_PCT = 10.0
 MAX_PANELS = 6
 MAX_PARAMS_SHOWN = 3
 MAX_TICKS = 8
-_PHASE = re.compile(r"^[A-Za-z][A-Za-z0-9_.]*$")
-# the numbers behind verdicts.TARGETS' texts, to draw as lines
-TARGET_LINES: dict[str, float] = {
-    key: value
-    for key, value in ((f"response_time_{CRITERIA_USERS}_users", FINAL.p95_s),
-                       (f"success_rate_{CRITERIA_USERS}_users", FINAL.success_rate_pct),
-                       ("max_concurrent_users", float(FINAL.min_users)))
-    if key in TARGETS
-}  # fmt: skip
 # one colour per phase; green (better, and the targets), orange (worse) and the users' purple keep their meaning
 PHASE_COLOURS = ("#1f78b4", "#e7298a", "#e6ab02", "#a6761d", "#666666", "black")
 
@@ -84,7 +73,7 @@ def check_metrics(metrics: Sequence[str] | None) -> list[str] | None:
 
 
 def _check_phase(phase: str) -> str:
-    if not isinstance(phase, str) or not _PHASE.match(phase):
+    if not isinstance(phase, str) or not runs.NAME.match(phase):
         raise HistoryError(f"bad phase {phase!r}: give a phase name such as phase0 or phase4 (letters, digits, "
                            f"'_' and '.', starting with a letter), not a run id or a path")  # fmt: skip
     return phase
@@ -243,7 +232,7 @@ def history_text(table: pd.DataFrame) -> str:
     lines = []
     for _, row in table.iterrows():
         cells = [f"{row['when']:%Y-%m-%d %H:%M}", *(str(row[c]) for c in ("run", "phase", "revision", "params"))]
-        lines.append(cells + [format_value(_number(row[key]), metric(key).unit) for key in keys])
+        lines.append(cells + [format_value(float(row[key]), metric(key).unit) for key in keys])
     widths = [max(len(cell) for cell in column) for column in zip(header, *lines, strict=True)]
     texts = len(header) - len(keys)  # text columns left-aligned, numbers right-aligned
 
@@ -256,13 +245,6 @@ def history_text(table: pd.DataFrame) -> str:
            render(["-" * w for w in widths]), *map(render, lines)]  # fmt: skip
     out += [f"  {key}: {metric(key).label} ({metric(key).unit})" for key in keys]
     return "\n".join(out)
-
-
-def _number(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return None if math.isnan(value) else value
 
 
 def _grid(n: int) -> tuple[int, int]:
@@ -297,12 +279,12 @@ def _panel(ax: Any, table: pd.DataFrame, key: str, position: Mapping[str, int], 
         if keep.any():
             ax.plot(x[keep], y[keep], marker="o", color=colours[str(phase)], label=str(phase))
             drawn = True
-    if key in TARGET_LINES:
-        ax.axhline(TARGET_LINES[key], color=charts.BETTER, linestyle="--", label=f"target {TARGETS[key][0]}")
+    if key in TARGET_VALUES:
+        ax.axhline(TARGET_VALUES[key], color=charts.BETTER, linestyle="--", label=f"target {TARGETS[key][0]}")
     if not drawn:
         charts.empty(ax, "no data")
-        if key in TARGET_LINES:  # the note in the middle, the target line above it
-            ax.set_ylim(0, 1.25 * TARGET_LINES[key])
+        if key in TARGET_VALUES:  # the note in the middle, the target line above it
+            ax.set_ylim(0, 1.25 * TARGET_VALUES[key])
     ax.set_title(textwrap.fill(m.label, 40), fontsize="medium")
     ax.set_ylabel(charts.UNIT_AXIS.get(m.unit, m.unit))
     ax.set_xlabel("Run (git revision, date UTC)")
