@@ -31,7 +31,7 @@ from ragperf import lab, runs
 from ragperf.core import changes, targetlock
 from ragperf.core.changes import Applier, Change
 from ragperf.core.redact import install_log_filter
-from ragperf.measure import compare, livestep
+from ragperf.measure import compare, livestep, verdicts
 from ragperf.measure.loadgen import LoadResult, engine, run_load
 from ragperf.measure.workload import MODES, WorkItem
 from ragperf.phases import phase
@@ -108,6 +108,10 @@ class Knob:
     value: str
     applied: list[tuple[Applier, list[Change]]]
 
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.value}"
+
 
 def _check_step(users: Any, duration_s: Any, mode: str, workload: str) -> None:
     changes.check_int("users", users, 1, MAX_USERS)
@@ -128,14 +132,9 @@ def _with_mode(items: Iterable[WorkItem], mode: str) -> list[WorkItem]:
 def session_dir(root: Path | None = None) -> Path:
     """A new session directory, ``<outputs>/workbench/<UTC time>-<revision>`` (``-2``... when taken)."""
     base = (root or runs.outputs_dir()) / "workbench"
-    stem = f"{datetime.now(UTC).strftime(runs.TIMESTAMP_FORMAT)}-{runs.git_revision()['short']}"
     base.mkdir(parents=True, exist_ok=True)
-    for n in range(1, 1000):
-        path = base / (stem if n == 1 else f"{stem}-{n}")
-        with contextlib.suppress(FileExistsError):
-            path.mkdir()
-            return path
-    raise WorkbenchError(f"too many workbench sessions named {stem} in {base}")
+    return base / runs.make_unique(base, f"{datetime.now(UTC).strftime(runs.TIMESTAMP_FORMAT)}-"
+                                         f"{runs.git_revision()['short']}")  # fmt: skip
 
 
 class Workbench:
@@ -173,9 +172,9 @@ class Workbench:
         _check_step(users, duration_s, mode, workload)
         if (now := self.running) is not None:
             raise WorkbenchError(f"{now.name} is still running: stop it first, or wait for it to end")
-        items = {"zipf": self.workloads.concurrent, "in order": self.workloads.in_order,
-                 "fresh": self.workloads.fresh(f"step-{len(self.steps) + 1}")}[workload]  # fmt: skip
         number = len(self.steps) + 1
+        items = {"zipf": self.workloads.concurrent, "in order": self.workloads.in_order,
+                 "fresh": self.workloads.fresh(f"step-{number}")}[workload]  # fmt: skip
         step = Step(number, users, float(duration_s), mode, workload, self.url, self.knob_values(),
                     self.out / f"step-{number}")  # fmt: skip
         step.out.mkdir(parents=True)
@@ -256,9 +255,14 @@ class Workbench:
 
     # --- knobs ---------------------------------------------------------------------------------
 
+    @property
+    def cache_on(self) -> bool:
+        """Whether steps go through the caching tier rather than to the app."""
+        return self.url != self.app_url
+
     def knob_values(self) -> dict[str, str]:
         """The knobs as they are now: ef_search of the app's role (when known) and the cache."""
-        values = {"cache": "on" if self.url != self.app_url else "off"}
+        values = {"cache": "on" if self.cache_on else "off"}
         if self.target.admin_dsn and self.target.app_role:
             with access.connector(self.target)() as conn:
                 values["ef_search"] = roles.role_settings(conn, self.target.app_role).get("hnsw.ef_search", "default")
@@ -297,7 +301,7 @@ class Workbench:
         """The caching tier of Phase 2 in front of the app (on) or not (off). Off undoes the tier the workbench
         started; a tier that ran already is left running and only bypassed. None when nothing changes."""
         self._may_change("cache")
-        if on == (self.url != self.app_url):
+        if on == self.cache_on:
             return None
         if not on:
             started = next((k for k in reversed(self.knobs) if k.name == "cache" and k.value == "on"), None)
@@ -354,7 +358,7 @@ def _phase_records(ref: str, users: int) -> tuple[pd.DataFrame, str]:
     if records is None or records.empty:
         raise WorkbenchError(f"{name} has no request records to compare with")
     steps = records[["scenario", "step", "users_target"]].drop_duplicates()
-    fixed = steps[(steps["scenario"] == "fixed") & (steps["users_target"] == users)]
+    fixed = steps[(steps["scenario"] == verdicts.FIXED_SCENARIO) & (steps["users_target"] == users)]
     if fixed.empty:
         ladder = steps[steps["scenario"] == "ladder"]
         if ladder.empty:

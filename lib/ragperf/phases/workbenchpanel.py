@@ -56,7 +56,6 @@ class Panel:
 
         self.bench = bench
         self.open_target = open_target
-        self._refresher: threading.Thread | None = None
         layout = w.Layout(width="auto")
         style = {"description_width": "initial"}
 
@@ -147,9 +146,7 @@ class Panel:
                                 self.workload.value)  # fmt: skip
         self._say(f"{step.label}: running")
         self.start_button.disabled, self.stop_button.disabled = True, False
-        self._refresher = threading.Thread(target=self._follow, args=(step,), daemon=True,
-                                           name="ragperf-workbench-refresh")  # fmt: skip
-        self._refresher.start()
+        threading.Thread(target=self._follow, args=(step,), daemon=True, name="ragperf-workbench-refresh").start()
 
     def _follow(self, step: workbench.Step) -> None:
         """Redraw once a second until the step ends, then once more with all its records."""
@@ -182,12 +179,12 @@ class Panel:
 
     def _undo(self) -> None:
         knob = self.bench.undo()
-        self._say(f"undone: {knob.name} {knob.value}" if knob else "nothing to undo")
+        self._say(f"undone: {knob.label}" if knob else "nothing to undo")
         self._draw_knobs()
 
     def _undo_all(self) -> None:
         knobs = self.bench.undo_all()
-        self._say("undone: " + (", ".join(f"{k.name} {k.value}" for k in knobs) or "nothing"))
+        self._say("undone: " + (", ".join(k.label for k in knobs) or "nothing"))
         self._draw_knobs()
 
     def _compare(self) -> None:
@@ -227,7 +224,7 @@ class Panel:
 
     def _draw_knobs(self) -> None:
         now = self.bench.knob_values()
-        done = ", ".join(f"{k.name} {k.value}" for k in self.bench.knobs) or "none"
+        done = ", ".join(k.label for k in self.bench.knobs) or "none"
         self.knobs.value = html.escape(f"now: {', '.join(f'{k} {v}' for k, v in now.items())}; changes: {done}")
         self.cache.unobserve(self._on_cache, names="value")  # show what is so without turning the knob again
         self.cache.value = now["cache"]
