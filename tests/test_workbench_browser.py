@@ -100,12 +100,16 @@ def _run_all_cells(page, tries: int = 6) -> None:
     dropped by JupyterLab."""
     for _ in range(tries):
         page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").first.wait_for(timeout=120_000)
-        page.get_by_role("menuitem", name="Run", exact=True).click()
-        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        dialog = page.locator(".jp-Dialog")
+        if dialog.count() and dialog.first.is_visible():  # JupyterLab at times asks for the kernel it already started
+            dialog.locator("select").select_option(label="ragperf (.venv)")
+            dialog.get_by_role("button", name="Select").click()
         try:
+            page.get_by_role("menuitem", name="Run", exact=True).click(timeout=10_000)
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click(timeout=10_000)
             page.wait_for_function(RAN, timeout=15_000)
             return
-        except Exception:  # playwright's TimeoutError: try again
+        except Exception:  # playwright's TimeoutError (a dialog in the way, cells not queued): try again
             continue
     raise AssertionError("JupyterLab did not run the notebook's cells")
 
